@@ -1,0 +1,1 @@
+"""Shared package: storage URIs, record schema, dataset manifest, CLI helpers."""

@@ -1,0 +1,339 @@
+"""One small storage layer over local paths and gs:// URIs.
+
+A "bucket" is a URI: a local path or `gs://bucket/prefix`. Writes are atomic from the
+reader's side: a local file is written to a temporary sibling and renamed into place; a GCS
+object is only visible once its upload finished. `STORAGE_EMULATOR_HOST` points the GCS
+client at an emulator (anonymous credentials then).
+
+TensorFlow code reads and writes URIs through tf.io.gfile instead; everything else comes here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from common.cli import UserError
+
+GCS_SCHEME = "gs://"
+# Object uploads at or under this size are single requests that honour preconditions.
+_SIMPLE_UPLOAD_MAX = 8 * 1024 * 1024
+
+
+class StorageError(UserError):
+    """A storage operation failed in a way the user can act on."""
+
+
+def is_gcs(uri: str) -> bool:
+    return uri.startswith(GCS_SCHEME)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts onto a URI (never with a backslash, never with a double slash)."""
+    if not is_gcs(base):
+        return os.path.join(base, *parts)
+    out = base.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def basename(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def normalize(uri: str) -> str:
+    """A canonical spelling: absolute local paths, gs:// without a trailing slash."""
+    if is_gcs(uri):
+        return uri.rstrip("/") if uri.rstrip("/") != "gs:" else uri
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+def split_gcs(uri: str) -> tuple[str, str]:
+    """`gs://bucket/a/b` -> (`bucket`, `a/b`)."""
+    rest = uri[len(GCS_SCHEME) :]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise StorageError(f"{uri!r} names no bucket; expected gs://BUCKET/PATH.")
+    return bucket, key
+
+
+@functools.lru_cache(maxsize=1)
+def _client():  # noqa: ANN202 - google.cloud.storage.Client, imported lazily
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(
+            credentials=AnonymousCredentials(),
+            project=os.environ.get("GOOGLE_CLOUD_PROJECT", "test"),
+        )
+    try:
+        return storage.Client()
+    except Exception as exc:  # google.auth raises several unrelated types here
+        raise StorageError(f"cannot set up Google Cloud Storage credentials: {exc}") from exc
+
+
+def _blob(uri: str):  # noqa: ANN202
+    bucket, key = split_gcs(uri)
+    if not key:
+        raise StorageError(f"{uri!r} names a bucket, not an object.")
+    return _client().bucket(bucket).blob(key)
+
+
+class _gcs_errors:  # noqa: N801 - used like a function: `with _gcs_errors(uri, "read"):`
+    """Turns GCS client exceptions into FileNotFoundError, FileExistsError or StorageError."""
+
+    def __init__(self, uri: str, action: str) -> None:
+        self.uri, self.action = uri, action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:  # noqa: ANN001
+        if exc is None or isinstance(exc, (StorageError, FileNotFoundError, FileExistsError)):
+            return False
+        from google.api_core import exceptions as gexc
+
+        if isinstance(exc, gexc.NotFound):
+            raise FileNotFoundError(f"{self.uri} does not exist") from exc
+        if isinstance(exc, gexc.PreconditionFailed):
+            raise FileExistsError(f"{self.uri} already exists") from exc
+        if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized)):
+            raise StorageError(f"no permission to {self.action} {self.uri}.") from exc
+        if isinstance(exc, (gexc.GoogleAPIError, OSError, ConnectionError)) or "requests" in (
+            type(exc).__module__ or ""
+        ):
+            raise StorageError(f"cannot {self.action} {self.uri}: {_short(exc)}") from exc
+        return False
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_bytes(uri: str) -> bytes:
+    if not is_gcs(uri):
+        with open(uri, "rb") as f:
+            return f.read()
+    with _gcs_errors(uri, "read"):
+        return _blob(uri).download_as_bytes()
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_text(uri))
+
+
+def exists(uri: str) -> bool:
+    if not is_gcs(uri):
+        return os.path.exists(uri)
+    with _gcs_errors(uri, "look up"):
+        return _blob(uri).exists()
+
+
+def size(uri: str) -> int:
+    if not is_gcs(uri):
+        return os.path.getsize(uri)
+    with _gcs_errors(uri, "look up"):
+        blob = _blob(uri)
+        blob.reload()
+        return int(blob.size)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_bytes(uri: str, data: bytes, *, if_absent: bool = False) -> None:
+    """Write an object whole or not at all; with if_absent, FileExistsError if it exists."""
+    if not is_gcs(uri):
+        _write_local_atomic(uri, data, if_absent=if_absent)
+        return
+    if if_absent and len(data) > _SIMPLE_UPLOAD_MAX:
+        raise ValueError("create-only writes are limited to 8 MiB objects")
+    with _gcs_errors(uri, "write"):
+        blob = _blob(uri)
+        kwargs = {"if_generation_match": 0} if if_absent else {}
+        blob.upload_from_string(data, **kwargs)
+
+
+def write_text(uri: str, text: str, *, if_absent: bool = False) -> None:
+    write_bytes(uri, text.encode("utf-8"), if_absent=if_absent)
+
+
+def write_json(uri: str, obj: Any, *, if_absent: bool = False) -> None:
+    write_text(uri, json.dumps(obj, indent=2, sort_keys=False) + "\n", if_absent=if_absent)
+
+
+def upload_file(local_path: str, uri: str) -> None:
+    """Copy a finished local file to a URI, atomically from the reader's side."""
+    if not is_gcs(uri):
+        os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
+        tmp = _tmp_sibling(uri)
+        try:
+            shutil.copyfile(local_path, tmp)
+            os.replace(tmp, uri)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+        return
+    with _gcs_errors(uri, "write"):
+        _blob(uri).upload_from_filename(local_path)
+
+
+def _tmp_sibling(path: str) -> str:
+    directory, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory or ".")
+    os.close(fd)
+    return tmp
+
+
+def _write_local_atomic(path: str, data: bytes, *, if_absent: bool) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = _tmp_sibling(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if if_absent:
+            os.link(tmp, path)  # fails with FileExistsError if someone else was first
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def delete(uri: str, *, missing_ok: bool = True) -> None:
+    if not is_gcs(uri):
+        try:
+            os.unlink(uri)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+        return
+    try:
+        with _gcs_errors(uri, "delete"):
+            _blob(uri).delete()
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+
+
+def copy(src: str, dst: str) -> None:
+    """Copy one object; server-side within GCS, streamed between local and GCS."""
+    if is_gcs(src) and is_gcs(dst):
+        with _gcs_errors(src, "copy"):
+            source = _blob(src)
+            dst_bucket, dst_key = split_gcs(dst)
+            source.bucket.copy_blob(source, _client().bucket(dst_bucket), dst_key)
+        return
+    if is_gcs(dst):
+        upload_file(src, dst)
+        return
+    write_bytes(dst, read_bytes(src))
+
+
+# ---------------------------------------------------------------- listing
+
+
+def list_files(prefix: str, *, recursive: bool = False) -> list[str]:
+    """Files under a directory-like URI, as full URIs, sorted. Missing directory -> []."""
+    return sorted(_iter_files(prefix, recursive))
+
+
+def _iter_files(prefix: str, recursive: bool) -> Iterator[str]:
+    if not is_gcs(prefix):
+        if not os.path.isdir(prefix):
+            return
+        if not recursive:
+            for entry in os.scandir(prefix):
+                if not entry.is_dir():
+                    yield entry.path
+            return
+        for root, _dirs, files in os.walk(prefix):
+            for name in files:
+                yield os.path.join(root, name)
+        return
+    bucket, key = split_gcs(prefix)
+    key = key.rstrip("/") + "/" if key else ""
+    with _gcs_errors(prefix, "list"):
+        blobs = _client().list_blobs(bucket, prefix=key, delimiter=None if recursive else "/")
+        for blob in blobs:
+            if not blob.name.endswith("/"):  # folder placeholders made by consoles
+                yield f"{GCS_SCHEME}{bucket}/{blob.name}"
+
+
+def list_dirs(prefix: str) -> list[str]:
+    """Immediate sub-directories of a directory-like URI, as full URIs, sorted."""
+    if not is_gcs(prefix):
+        if not os.path.isdir(prefix):
+            return []
+        return sorted(e.path for e in os.scandir(prefix) if e.is_dir())
+    bucket, key = split_gcs(prefix)
+    key = key.rstrip("/") + "/" if key else ""
+    with _gcs_errors(prefix, "list"):
+        pages = _client().list_blobs(bucket, prefix=key, delimiter="/")
+        for _ in pages:  # the prefixes are only known after iterating
+            pass
+        return sorted(f"{GCS_SCHEME}{bucket}/{p.rstrip('/')}" for p in pages.prefixes)
+
+
+def is_dir(uri: str) -> bool:
+    """True when a local directory exists, or a GCS prefix holds at least one object."""
+    if not is_gcs(uri):
+        return os.path.isdir(uri)
+    bucket, key = split_gcs(uri)
+    key = key.rstrip("/") + "/" if key else ""
+    with _gcs_errors(uri, "list"):
+        return any(True for _ in _client().list_blobs(bucket, prefix=key, max_results=1))
+
+
+def check_writable_location(uri: str) -> None:
+    """Fail with one sentence, before any work, when a bucket cannot be reached."""
+    if not is_gcs(uri):
+        parent = uri
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent) or "."
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise StorageError(f"cannot write under {uri}: {parent} is not a writable directory.")
+        return
+    bucket, key = split_gcs(uri)
+    from google.api_core import exceptions as gexc
+    from google.api_core.retry import Retry
+
+    try:
+        it = _client().list_blobs(
+            bucket, prefix=key, max_results=1, timeout=15, retry=Retry(timeout=30)
+        )
+        for _ in it:
+            break
+    except gexc.NotFound as exc:
+        raise StorageError(f"bucket gs://{bucket} does not exist.") from exc
+    except (gexc.Forbidden, gexc.Unauthorized) as exc:
+        raise StorageError(f"no permission to use bucket gs://{bucket}.") from exc
+    except Exception as exc:  # network failures come in many types
+        raise StorageError(f"cannot reach bucket gs://{bucket}: {_short(exc)}") from exc

@@ -1,0 +1,144 @@
+"""Command line of the evaluator.
+
+python -m evaluator (--run-dir URI | --sweep-dir URI) [--once | --interval SECONDS]
+python -m evaluator predict --model URI IMAGE...
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from common import storage
+from common.cli import UserError, setup_logging
+
+log = logging.getLogger("evaluator")
+
+
+def _positive(kind: type) -> object:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+        return value
+
+    return parse
+
+
+def eval_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluator",
+        description="Evaluate every checkpoint of a run or a sweep on the validation split "
+        "(CPU only), rank the runs in leaderboard.json and export the best model. "
+        "`python -m evaluator predict --help` for predictions of an exported model.",
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--run-dir", help="one run: runs/<run> of a sweep, or a trainer --run-dir")
+    where.add_argument("--sweep-dir", help="a sweep: every run under <sweep>/runs/")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--once", action="store_true", help="evaluate the latest checkpoint of each run, then exit"
+    )
+    mode.add_argument(
+        "--interval",
+        type=_positive(float),
+        default=60.0,
+        metavar="SECONDS",
+        help="watch mode: look for new checkpoints this often (default 60)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="watch mode: stop after this long without a new checkpoint",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive(int), default=32, help="evaluation batch size (default 32)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, metavar="N", help="serve Prometheus metrics on this port"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluator predict",
+        description="Print the top labels with probabilities for image files (local or gs://).",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="an exported SavedModel: <run>/export or a version under best/",
+    )
+    parser.add_argument("--top-k", type=_positive(int), default=5)
+    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["predict"]:
+        return predict_main(argv[1:])
+    return eval_main(argv)
+
+
+def predict_main(argv: list[str]) -> int:
+    args = predict_parser().parse_args(argv)
+    setup_logging()
+    from evaluator.predict import predict
+
+    for path, top in zip(args.images, predict(args.model, args.images, args.top_k), strict=True):
+        print(path)
+        for label, probability in top:
+            print(f"  {probability:7.2%}  {label}")
+    return 0
+
+
+def eval_main(argv: list[str]) -> int:
+    args = eval_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    target = storage.normalize(args.sweep_dir or args.run_dir)
+    if args.once and not storage.is_dir(target):
+        raise UserError(f"{target} does not exist.")
+    storage.check_writable_location(target)
+    if args.metrics_port is not None:
+        from evaluator import metrics
+
+        metrics.serve(args.metrics_port)
+        log.info("serving Prometheus metrics on port %d", args.metrics_port)
+
+    from evaluator import watch  # TensorFlow loads here, after the arguments are checked
+
+    options = watch.Options(
+        target=target,
+        sweep=bool(args.sweep_dir),
+        once=args.once,
+        interval=args.interval,
+        timeout=args.timeout,
+        batch_size=args.batch_size,
+    )
+    if args.once:
+        board, finished = watch.run_once(options), True
+    else:
+        board, finished = watch.watch(options)
+    print_verdict(board)
+    return 0 if finished else 3
+
+
+def print_verdict(board: dict) -> None:
+    for row in board.get("runs", []):
+        top5 = f"{row['best_top5']:.4f}" if row.get("best_top5") is not None else "n/a"
+        print(
+            f"#{row['rank']} {row['run']}: top-1 {row['best_top1']:.4f}, top-5 {top5}, "
+            f"loss {row['best_loss']:.4f} at step {row['best_step']} "
+            f"(last evaluated step {row['last_step']}{', complete' if row['complete'] else ''})"
+        )
+    best = board.get("best")
+    if best:
+        print(f"best checkpoint: {best['run']} step {best['step']}, exported to {best['export']}")

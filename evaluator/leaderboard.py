@@ -1,0 +1,59 @@
+"""The sweep's ranking of its runs, and where its best model lives."""
+
+from __future__ import annotations
+
+import datetime
+
+from common import storage
+from evaluator.ledger import Ledger
+from evaluator.runs import Run
+
+LEADERBOARD = "leaderboard.json"
+# Hyperparameters worth a column; the rest stay in each run's hparams.json.
+_SHOWN_HPARAMS = ("lr", "batch_size", "optimizer", "fine_tune", "image_size", "weights", "steps")
+
+
+def rank(runs: list[tuple[Run, Ledger, dict]]) -> list[dict]:
+    """Rows for runs with at least one scored checkpoint, best top-1 first."""
+    rows = []
+    for run, ledger, hparams in runs:
+        best = ledger.best()
+        if best is None:
+            continue
+        last = ledger.scored()[-1]
+        rows.append(
+            {
+                "run": run.name,
+                "run_dir": run.uri,
+                "best_top1": best["top1"],
+                "best_top5": best.get("top5"),
+                "best_loss": best["loss"],
+                "best_step": best["step"],
+                "best_checkpoint": best["checkpoint"],
+                "last_step": last["step"],
+                "evaluated": len(ledger.scored()),
+                "complete": run.is_complete(),
+                "hparams": {k: hparams[k] for k in _SHOWN_HPARAMS if k in hparams},
+            }
+        )
+    rows.sort(key=lambda r: (-r["best_top1"], r["best_loss"], r["run"]))
+    for position, row in enumerate(rows, start=1):
+        row["rank"] = position
+    return rows
+
+
+def read(uri: str) -> dict:
+    try:
+        return storage.read_json(uri)
+    except FileNotFoundError:
+        return {}
+
+
+def write(uri: str, rows: list[dict], best_export: dict | None) -> dict:
+    board = {
+        "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "runs": rows,
+        "best": best_export,
+    }
+    storage.write_json(uri, board)
+    return board

@@ -52,8 +52,9 @@ def to_stored_jpeg(data: bytes, max_side: int) -> StoredImage:
     image = _open(data)
     orientation = _orientation(image)
     if _can_pass_through(image, orientation, max_side):
+        width, height = image.size  # before the validation's draft shrinks it
         _validate_fully(image)
-        return StoredImage(data, image.height, image.width, passed_through=True)
+        return StoredImage(data, height, width, passed_through=True)
     target = scaled_size(image.size, max_side)
     if image.format in ("JPEG", "MPO") and target != image.size:
         image.draft(None, target)  # decode at 1/2, 1/4 or 1/8 scale, never below target

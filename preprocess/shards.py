@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from common import records, storage
+from common.cli import UserError
 from preprocess.images import BadImage, to_stored_jpeg
 from preprocess.plan import ShardJob, Source
 
@@ -98,14 +99,17 @@ def write_shard(
     """Write job's records to out_dir/job.name; `progress.add(1)` after each image, if given."""
     result = ShardResult(job.name, job.split, {}, [], SizeStats(), 0, 0)
     uri = storage.join(out_dir, job.name)
-    with _published(uri) as stream:
-        for source in job.sources:
-            record = _record(source, labels, max_side, result)
-            if record is not None:
-                stream.write(record)
-                result.bytes += len(record)
-            if progress is not None:
-                progress.add(1)
+    try:
+        with _published(uri) as stream:
+            for source in job.sources:
+                record = _record(source, labels, max_side, result)
+                if record is not None:
+                    stream.write(record)
+                    result.bytes += len(record)
+                if progress is not None:
+                    progress.add(1)
+    except OSError as exc:  # disk full, folder gone: the run cannot go on
+        raise UserError(f"cannot write {uri}: {exc.strerror or exc}.") from exc
     return result
 
 

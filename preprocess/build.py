@@ -68,7 +68,7 @@ def build(opts: Options) -> Outcome:
     output.mark_incomplete(out)
     jobs = plan.jobs_for_task(opts.task_index, opts.task_count)
     log.info(
-        "writing %d of %d shards (%d images, %d classes) to %s with %d worker(s)",
+        "writing %d of %d shards (%d images, %d class(es)) to %s with %d worker(s)",
         len(jobs),
         len(plan.jobs),
         sum(len(j.sources) for j in jobs),

@@ -39,17 +39,17 @@ def choose_labels(
     """The class names in id order, and the class folders left out because they are unlisted."""
     labels = listed if listed is not None else sorted(train.classes)
     wanted = set(labels)
+    for name in sorted(set(val.classes) - set(train.classes)):
+        if listed is None or name in wanted:
+            raise UserError(
+                f"validation class {name!r} has no folder in the train dir {train.root}; "
+                "the model could never learn it."
+            )
     left_out: list[Skip] = []
     for listing in (train, val):
         for name in sorted(set(listing.classes) - wanted):
             path = storage.join(listing.root, name)
             left_out.append(Skip(path, "class folder not in the labels file", is_image=False))
-    for name in sorted(set(val.classes) & wanted):
-        if name not in train.classes:
-            raise UserError(
-                f"validation class {name!r} has no folder in the train dir {train.root}; "
-                "the model could never learn it."
-            )
     for name in labels:
         if not train.classes.get(name):
             where = storage.join(train.root, name)

@@ -49,7 +49,11 @@ def is_litter(name: str) -> bool:
 def list_split(root: str, role: str) -> SplitListing:
     """The class folders under root and their files; `role` names the flag in messages."""
     root = storage.normalize(root)
-    if not storage.is_dir(root):
+    try:
+        found = storage.is_dir(root)
+    except FileNotFoundError:  # a bucket that does not exist
+        found = False
+    if not found:
         raise UserError(f"{role} {root} does not exist or is not a folder.")
     listing = _list_gcs(root) if storage.is_gcs(root) else _list_local(root)
     if not listing.classes:

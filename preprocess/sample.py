@@ -21,7 +21,7 @@ log = logging.getLogger("preprocess")
 
 # class name -> skimage.data function
 CLASSES = {"cat": "chelsea", "astronaut": "astronaut", "coffee": "coffee", "rocket": "rocket"}
-PNG_EVERY = 5  # every fifth image is a PNG
+PNG_EVERY = 4  # every fourth image is a PNG
 MARKER = ".preprocess-sample.json"  # says the folder is ours to regenerate (hidden: not litter)
 
 

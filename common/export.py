@@ -1,0 +1,49 @@
+"""SavedModel export that serves as is: encoded images in, class probabilities and names out.
+
+Signature `serving_default(image_bytes: string [N]) -> {"probabilities": float32 [N, C],
+"labels": string [N, C]}`; the label names are tiled per row so that a client needs nothing
+but the response. `labels.txt` (line i = class i) sits next to the model.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from common.data import preprocess_for_eval
+
+LABELS_FILE = "labels.txt"
+SIGNATURE = "serving_default"
+INPUT_NAME = "image_bytes"
+
+
+def export_model(model: keras.Model, labels: list[str], image_size: int, out_uri: str) -> None:
+    """Write the SavedModel and labels.txt under out_uri (a local path or gs://)."""
+    if len(labels) != model.output_shape[-1]:
+        raise ValueError(f"{len(labels)} labels for a model with {model.output_shape[-1]} classes")
+    label_names = tf.constant(labels, tf.string)
+
+    def serve(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        images = tf.map_fn(
+            lambda b: preprocess_for_eval(b, image_size),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
+        )
+        logits = tf.cast(model(images, training=False), tf.float32)
+        rows = tf.shape(image_bytes)[0]
+        return {
+            "probabilities": tf.nn.softmax(logits),
+            "labels": tf.tile(label_names[None, :], [rows, 1]),
+        }
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE,
+        fn=serve,
+        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)],
+    )
+    tf.io.gfile.makedirs(out_uri)
+    archive.write_out(out_uri, verbose=False)
+    with tf.io.gfile.GFile(out_uri.rstrip("/") + "/" + LABELS_FILE, "w") as f:
+        f.write("".join(f"{label}\n" for label in labels))

@@ -1,0 +1,84 @@
+"""Small learnable datasets for the trainer's tests, written with common.records + manifest.
+
+Each class is a colour 120 degrees of hue away from the others (so the trainer's colour
+augmentation cannot turn one into another), drawn as noisy blobs on a noisy background.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from common import manifest as manifest_lib
+from common import records, storage
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+
+
+def jpeg_image(colour: tuple[int, int, int], rng: np.random.Generator, size: int = 96) -> bytes:
+    """A JPEG mostly of one colour, shaded at random, with a few grey blobs as distractors."""
+    h, w = size, int(size * rng.uniform(1.0, 1.4))
+    yy, xx = np.mgrid[0:h, 0:w] / size
+    shade = rng.uniform(0.6, 1.0) + 0.2 * np.sin(rng.uniform(1, 4) * xx + rng.uniform(0, 6))
+    image = shade[..., None] * np.array(colour, np.float32)
+    for _ in range(2):
+        cy, cx, r = rng.uniform(0, 1), rng.uniform(0, w / size), rng.uniform(0.1, 0.25)
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.integers(60, 200)
+    image += rng.normal(0, 6, image.shape)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def write_dataset(
+    uri: str,
+    *,
+    train_per_class: int = 24,
+    val_per_class: int = 8,
+    train_shards: int = 2,
+    label_offset: int = 0,
+    seed: int = 0,
+    size: int = 96,
+) -> manifest_lib.Manifest:
+    """A complete dataset (shards, labels.txt, dataset.json) at uri, local or gs://."""
+    rng = np.random.default_rng(seed)
+    labels = list(COLOURS)
+    splits = {}
+    for split, per_class, num_shards in (
+        (records.TRAIN, train_per_class, train_shards),
+        (records.VALIDATION, val_per_class, 1),
+    ):
+        examples = [(label_id, i) for i in range(per_class) for label_id in range(len(labels))]
+        shards: list[list[bytes]] = [[] for _ in range(num_shards)]
+        for n, (label_id, i) in enumerate(examples):
+            jpeg = jpeg_image(COLOURS[labels[label_id]], rng, size)
+            record = records.image_example(
+                jpeg=jpeg,
+                height=size,
+                width=size,
+                filename=f"{labels[label_id]}/{split}-{i}.jpg",
+                label=label_id + label_offset,
+                text=labels[label_id],
+            )
+            shards[n % num_shards].append(records.frame_record(record))
+        names = []
+        for index, shard in enumerate(shards):
+            name = records.shard_name(split, index, num_shards)
+            storage.write_bytes(storage.join(uri, name), b"".join(shard))
+            names.append(name)
+        splits[split] = manifest_lib.SplitInfo(
+            count=len(examples), per_class={label: per_class for label in labels}, shards=names
+        )
+    manifest = manifest_lib.Manifest(
+        name="colours", labels=labels, splits=splits, label_offset=label_offset
+    )
+    manifest_lib.save(uri, manifest)
+    return manifest
+
+
+def val_jpegs(per_class: int = 4, seed: int = 99) -> list[tuple[str, bytes]]:
+    """Fresh (label, JPEG) pairs drawn like the dataset's, for calling an exported model."""
+    rng = np.random.default_rng(seed)
+    return [(name, jpeg_image(c, rng)) for _ in range(per_class) for name, c in COLOURS.items()]

@@ -1,0 +1,234 @@
+"""The trainer's configuration: one dataclass, overridable from the command line.
+
+Fields marked `hparam` are the run's hyperparameters: saved in hparams.json, compared on
+resume, shown in TensorBoard's HParams tab. The others only steer this process (where to
+checkpoint, what port to serve metrics on) and may change from one start to the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from typing import Any
+
+from common.cli import UserError
+from common.model import DEFAULT_DROPOUT, MIN_IMAGE_SIZE
+
+FINE_TUNE_MODES = ("all", "head")
+OPTIMIZERS = ("rmsprop", "sgd", "adam")
+LR_SCHEDULES = ("exponential", "cosine")
+PRECISIONS = ("auto", "float32", "mixed")
+DEFAULT_EPOCHS = 10.0
+
+
+def _hparam(default: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"hparam": True})
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # What and where.
+    data: str = _hparam("")
+    run_dir: str = ""
+    # Length: exactly one of steps / epochs is set once the dataset size is known.
+    steps: int | None = _hparam(None)
+    epochs: float | None = _hparam(None)
+    # Model.
+    image_size: int = _hparam(299)
+    fine_tune: str = _hparam("all")
+    head_warmup_steps: int = _hparam(0)
+    weights: str = _hparam("imagenet")
+    dropout: float = _hparam(DEFAULT_DROPOUT)
+    # Optimisation: the classic Inception recipe by default.
+    batch_size: int = _hparam(32)
+    lr: float = _hparam(0.001)
+    optimizer: str = _hparam("rmsprop")
+    momentum: float = _hparam(0.9)
+    rmsprop_rho: float = _hparam(0.9)
+    rmsprop_epsilon: float = _hparam(1.0)
+    lr_schedule: str = _hparam("exponential")
+    lr_decay_factor: float = _hparam(0.16)
+    lr_decay_epochs: float = _hparam(30.0)
+    warmup_epochs: float = _hparam(0.0)
+    label_smoothing: float = _hparam(0.1)
+    weight_decay: float = _hparam(4e-5)
+    precision: str = _hparam("auto")
+    seed: int = _hparam(0)
+    # Process controls.
+    checkpoint_every: int = 500
+    checkpoint_minutes: float = 10.0
+    keep_checkpoints: int = 5
+    log_every: int = 10
+    metrics_port: int = 0
+    xla: bool = False
+    shuffle_buffer: int = 2048
+    force: bool = False
+    verbose: bool = False
+
+
+def hparam_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("hparam")]
+
+
+# ---------------------------------------------------------------- command line
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one sentence (a UserError), not usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see python -m trainer --help).")
+
+
+def _checked(kind: type, test: Any, what: str) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if isinstance(value, float) and not math.isfinite(value) or not test(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return convert
+
+
+_positive_int = _checked(int, lambda v: v > 0, "a positive whole number")
+_non_negative_int = _checked(int, lambda v: v >= 0, "zero or a positive whole number")
+_positive_float = _checked(float, lambda v: v > 0, "a positive number")
+_non_negative_float = _checked(float, lambda v: v >= 0, "zero or a positive number")
+_fraction = _checked(float, lambda v: 0 <= v < 1, "in [0, 1)")
+_image_size = _checked(int, lambda v: v >= MIN_IMAGE_SIZE, f"at least {MIN_IMAGE_SIZE} pixels")
+_port = _checked(int, lambda v: 0 <= v <= 65535, "a port number (0-65535)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = _Parser(
+        prog="python -m trainer",
+        description="Fine-tune an ImageNet-pretrained Inception-v3 on a dataset written by "
+        "`python -m preprocess`. Started again on the same --run-dir, it resumes from the "
+        "latest checkpoint with the saved hyperparameters.",
+        # Only flags given on the command line land in the namespace, so a resumed run can
+        # tell "not given" (take the saved value) from "given" (must agree with it).
+        argument_default=argparse.SUPPRESS,
+    )
+    g = p.add_argument_group("data and run")
+    g.add_argument("--data", required=True, help="dataset URI (local path or gs://)")
+    g.add_argument("--run-dir", required=True, help="run directory URI (local path or gs://)")
+    length = g.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=_positive_int, help="training steps in total")
+    length.add_argument(
+        "--epochs",
+        type=_positive_float,
+        help=f"passes over the training split (default {DEFAULT_EPOCHS:g} if --steps is not given)",
+    )
+
+    g = p.add_argument_group("model")
+    g.add_argument("--image-size", type=_image_size, help=f"input pixels (default {d.image_size})")
+    g.add_argument(
+        "--fine-tune",
+        choices=FINE_TUNE_MODES,
+        help="train the whole network, or only the new head (default all)",
+    )
+    g.add_argument(
+        "--head-warmup-steps",
+        type=_non_negative_int,
+        help="with --fine-tune all: train only the head for this many steps first (default 0)",
+    )
+    g.add_argument(
+        "--weights",
+        help="backbone start: imagenet (Keras' download, cached), none (random), or the URI of "
+        "a weights file such as Keras' inception_v3_..._notop.h5 (default imagenet)",
+    )
+    g.add_argument("--dropout", type=_fraction, help=f"before the head (default {d.dropout})")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument(
+        "--batch-size", type=_positive_int, help=f"global batch (default {d.batch_size})"
+    )
+    g.add_argument("--lr", type=_positive_float, help=f"initial learning rate (default {d.lr})")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default {d.optimizer})")
+    g.add_argument(
+        "--momentum", type=_fraction, help=f"rmsprop and sgd momentum (default {d.momentum})"
+    )
+    g.add_argument("--rmsprop-rho", type=_fraction, help=f"rmsprop decay (default {d.rmsprop_rho})")
+    g.add_argument("--rmsprop-epsilon", type=_positive_float, help=f"(default {d.rmsprop_epsilon})")
+    g.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        help="exponential: multiply by --lr-decay-factor every --lr-decay-epochs (staircase); "
+        "cosine: decay to 0 over the run after --warmup-epochs (default exponential)",
+    )
+    g.add_argument("--lr-decay-factor", type=_positive_float, help=f"(default {d.lr_decay_factor})")
+    g.add_argument(
+        "--lr-decay-epochs", type=_positive_float, help=f"(default {d.lr_decay_epochs:g})"
+    )
+    g.add_argument(
+        "--warmup-epochs",
+        type=_non_negative_float,
+        help="linear learning-rate warm-up, with --lr-schedule cosine (default 0)",
+    )
+    g.add_argument("--label-smoothing", type=_fraction, help=f"(default {d.label_smoothing})")
+    g.add_argument(
+        "--weight-decay",
+        type=_non_negative_float,
+        help=f"L2 penalty on the weights, as in the classic recipe (default {d.weight_decay:g})",
+    )
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="auto: mixed float16 on GPUs, float32 on CPUs (default auto)",
+    )
+    g.add_argument("--seed", type=int, help="seed for the initial head and the input order")
+
+    g = p.add_argument_group("checkpoints, logs and metrics")
+    g.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        help=f"save every this many steps (default {d.checkpoint_every})",
+    )
+    g.add_argument(
+        "--checkpoint-minutes",
+        type=_positive_float,
+        help=f"and at least every this many minutes (default {d.checkpoint_minutes:g})",
+    )
+    g.add_argument(
+        "--keep-checkpoints",
+        type=_positive_int,
+        help=f"keep the newest this many (default {d.keep_checkpoints})",
+    )
+    g.add_argument(
+        "--log-every",
+        type=_positive_int,
+        help=f"one log line and TensorBoard scalars every this many steps (default {d.log_every})",
+    )
+    g.add_argument(
+        "--metrics-port",
+        type=_port,
+        help="serve Prometheus metrics on this port; 0: no server (default 0)",
+    )
+    g.add_argument("--xla", action="store_true", help="compile the training step with XLA")
+    g.add_argument(
+        "--shuffle-buffer", type=_positive_int, help=f"records (default {d.shuffle_buffer})"
+    )
+    g.add_argument(
+        "--force",
+        action="store_true",
+        help="resume even where a flag contradicts the run's saved hyperparameters (the new "
+        "value wins and the change is recorded in hparams.json)",
+    )
+    g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> tuple[TrainConfig, set[str]]:
+    """The configuration and the names of the fields given on the command line."""
+    given = vars(build_parser().parse_args(argv))
+    config = TrainConfig(**given)
+    if config.head_warmup_steps and config.fine_tune == "head":
+        raise UserError("--head-warmup-steps only applies with --fine-tune all.")
+    if config.weights.lower() in ("imagenet", "none"):
+        config.weights = config.weights.lower()
+    return config, set(given)

@@ -1,0 +1,87 @@
+"""Everything checked before a model is built: dataset, run directory, hyperparameters, weights.
+
+A mistake here costs the user seconds, not a model build: each one is a single sentence.
+No TensorFlow is imported here (except by Keras' weight download, the last check).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from common import manifest as manifest_lib
+from common import storage
+from common.cli import UserError
+from common.records import TRAIN
+from trainer import run_dir, weights
+from trainer.config import TrainConfig
+
+log = logging.getLogger("trainer")
+
+
+@dataclasses.dataclass
+class Plan:
+    config: TrainConfig
+    manifest: manifest_lib.Manifest
+    hparams: dict[str, Any]
+    total_steps: int
+    steps_per_epoch: float
+    run_name: str
+    resume_step: int | None  # the latest checkpoint's step, None for a fresh run
+    hparams_changed: bool  # a fresh run, or one whose hyperparameters were --force'd
+    weights_path: str | None  # local backbone weights for a fresh run; None: random or resume
+    already_complete: dict[str, Any] | None  # complete.json of a run with nothing left to do
+
+
+def prepare(config: TrainConfig, given: set[str]) -> Plan:
+    config.data = storage.normalize(config.data)
+    config.run_dir = storage.normalize(config.run_dir)
+    manifest = manifest_lib.load(config.data)
+    if manifest.count(TRAIN) == 0 or not manifest.splits[TRAIN].shards:
+        raise UserError(f"the dataset {config.data} has no training examples.")
+    if manifest.num_classes < 2:
+        raise UserError(f"the dataset {config.data} has one class; a classifier needs two or more.")
+    storage.check_writable_location(config.run_dir)
+
+    state = run_dir.inspect(config.run_dir)
+    changes = run_dir.reconcile(config, given, manifest, state)
+    total = run_dir.total_steps(config, manifest)
+    if config.head_warmup_steps and config.fine_tune == "head":
+        raise UserError("--head-warmup-steps only applies with --fine-tune all.")
+    hparams = run_dir.build_hparams(config, manifest, state, changes)
+
+    complete = state.complete
+    if complete and not changes and int(complete.get("final_step", -1)) >= total:
+        return Plan(
+            config,
+            manifest,
+            hparams,
+            total,
+            hparams["steps_per_epoch"],
+            storage.basename(config.run_dir),
+            state.checkpoint_step,
+            False,
+            None,
+            complete,
+        )
+    if config.batch_size > manifest.count(TRAIN):
+        log.warning(
+            "warning: batch size %d is larger than the %d training examples; examples repeat "
+            "within each batch",
+            config.batch_size,
+            manifest.count(TRAIN),
+        )
+    fresh = state.checkpoint_step is None
+    return Plan(
+        config=config,
+        manifest=manifest,
+        hparams=hparams,
+        total_steps=total,
+        steps_per_epoch=hparams["steps_per_epoch"],
+        run_name=storage.basename(config.run_dir),
+        resume_step=state.checkpoint_step,
+        hparams_changed=fresh or bool(changes),
+        weights_path=weights.resolve(config.weights) if fresh else None,
+        already_complete=None,
+    )

@@ -1,0 +1,54 @@
+"""TensorBoard events: scalars and input images under run-dir/train, HParams at run-dir/.
+
+The HParams record sits at the run directory's root, a parent of both `train/` and the
+evaluator's `eval/`, because TensorBoard's HParams tab takes a session's metrics from the
+event directories under the one holding its record: so the tab shows each run's training
+loss and evaluation accuracy next to its hyperparameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
+
+from common import storage
+from trainer.run_dir import TRAIN_EVENTS_DIR
+
+MAX_IMAGES = 3
+
+
+class TrainSummaries:
+    def __init__(self, run_dir: str) -> None:
+        self.writer = tf.summary.create_file_writer(storage.join(run_dir, TRAIN_EVENTS_DIR))
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        with self.writer.as_default(step=step):
+            for tag, value in values.items():
+                tf.summary.scalar(tag, value)
+
+    def images(self, step: int, images: tf.Tensor) -> None:
+        """A few augmented training inputs ([-1, 1] floats), as the model sees them."""
+        with self.writer.as_default(step=step):
+            tf.summary.image("inputs", (images[:MAX_IMAGES] + 1.0) / 2.0, max_outputs=MAX_IMAGES)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def write_hparams(run_dir: str, run_name: str, hparams: dict[str, Any]) -> None:
+    """The run's HParams record (scalars only: TensorBoard has no list or null values)."""
+    values = {}
+    for name, value in hparams.items():
+        if isinstance(value, (bool, int, float, str)):
+            values[name] = value
+        elif value is None:
+            values[name] = "none"
+    writer = tf.summary.create_file_writer(run_dir)
+    with writer.as_default():
+        hp.hparams(values, trial_id=run_name)
+    writer.close()

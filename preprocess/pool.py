@@ -1,18 +1,32 @@
-"""Write shards in parallel: one worker process per core, each writing whole shards.
+"""Write shards in parallel: worker processes write pieces of shards and publish them.
 
-The main process only hands out shard jobs and shows progress. Workers start from a fresh
-forkserver, not a fork of this process, so they never share a network client's sockets.
+A shard is cut into pieces of about a hundred images (fewer for big files), so every core
+has work even when the dataset makes only one or two shards; when a shard's last piece is
+in, a worker concatenates and publishes it. The main process only hands out work and shows
+progress. Workers start from a fresh forkserver, not a fork of this process, so they never
+share a network client's sockets.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
+import contextlib
+import math
 import multiprocessing
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 
-from preprocess.plan import ShardJob
+from common import storage
+from preprocess.output import STAGING_PREFIX
+from preprocess.plan import ShardJob, Source
 from preprocess.progress import Progress, SharedCounter
-from preprocess.shards import ShardResult, write_shard
+from preprocess.shards import ShardResult, publish, write_piece
+
+PIECE_IMAGES = 100
+PIECE_BYTES = 32 * 1024 * 1024  # of input: about ten 12-megapixel photos
 
 _counter: SharedCounter | None = None  # set in each worker by _init_worker
 
@@ -32,40 +46,139 @@ def run_jobs(
     workers: int,
     progress: Progress,
 ) -> list[ShardResult]:
-    """Write every job's shard; results in the order of `jobs`."""
-    if workers <= 1 or len(jobs) <= 1:
-        ticker = _InProcessTicker(progress)
-        return [write_shard(job, out_dir, labels, max_side, ticker) for job in jobs]
-    context = multiprocessing.get_context(_start_method())
-    counter = SharedCounter(context)
-    # Biggest shards first, so no worker is left with a big one at the end.
-    order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i].sources))
-    with cf.ProcessPoolExecutor(
-        max_workers=min(workers, len(jobs)),
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(counter,),
-    ) as executor:
-        futures = {
-            i: executor.submit(_write_in_worker, jobs[i], out_dir, labels, max_side) for i in order
-        }
-        try:
-            _wait(list(futures.values()), counter, progress)
-        except BaseException:
-            executor.shutdown(wait=True, cancel_futures=True)
-            raise
-        return [futures[i].result() for i in range(len(jobs))]
+    """Write and publish every job's shard; results in the order of `jobs`."""
+    with _staging(out_dir) as staging:
+        if workers <= 1:
+            return [_write_whole(job, out_dir, staging, labels, max_side, progress) for job in jobs]
+        return _Scheduler(jobs, out_dir, staging, labels, max_side, workers, progress).run()
 
 
-def _wait(futures: list[cf.Future], counter: SharedCounter, progress: Progress) -> None:
-    pending = set(futures)
-    while pending:
-        done, pending = cf.wait(
-            pending, timeout=progress.interval_s, return_when=cf.FIRST_EXCEPTION
+def pieces_of(job: ShardJob) -> list[tuple[Source, ...]]:
+    """Contiguous runs of the shard's images: about PIECE_IMAGES, or PIECE_BYTES of input."""
+    sources = job.sources
+    size = sum(max(s.size, 0) for s in sources)
+    count = max(1, math.ceil(len(sources) / PIECE_IMAGES), math.ceil(size / PIECE_BYTES))
+    count = min(count, max(1, len(sources)))
+    n = len(sources)
+    return [sources[i * n // count : (i + 1) * n // count] for i in range(count)]
+
+
+def _piece_path(staging: str, job: ShardJob, piece: int) -> str:
+    return os.path.join(staging, f"{job.name}.{piece:05d}")
+
+
+def _write_whole(
+    job: ShardJob, out_dir: str, staging: str, labels: list[str], max_side: int, progress: Progress
+) -> ShardResult:
+    path = _piece_path(staging, job, 0)
+    result = write_piece(job.sources, path, job, labels, max_side, _InProcessTicker(progress))
+    publish([path], storage.join(out_dir, job.name))
+    return result
+
+
+class _Scheduler:
+    """Keeps every worker busy with pieces; publishes each shard as soon as it is complete."""
+
+    def __init__(
+        self,
+        jobs: list[ShardJob],
+        out_dir: str,
+        staging: str,
+        labels: list[str],
+        max_side: int,
+        workers: int,
+        progress: Progress,
+    ) -> None:
+        self.jobs, self.out_dir, self.staging = jobs, out_dir, staging
+        self.labels, self.max_side, self.workers, self.progress = (
+            labels,
+            max_side,
+            workers,
+            progress,
         )
-        progress.update(counter.value)
-        for future in done:
-            future.result()  # a worker's error ends the run now, not after every shard
+        self.queue = collections.deque(
+            (j, p, sources)
+            for j, job in enumerate(jobs)
+            for p, sources in enumerate(pieces_of(job))
+        )
+        self.pieces: dict[int, list[ShardResult | None]] = collections.defaultdict(list)
+        for j, _piece, _sources in self.queue:
+            self.pieces[j].append(None)
+        self.running: dict[cf.Future, tuple[str, int, int]] = {}
+
+    def run(self) -> list[ShardResult]:
+        context = multiprocessing.get_context(_start_method())
+        counter = SharedCounter(context)
+        with cf.ProcessPoolExecutor(
+            max_workers=min(self.workers, len(self.queue)),
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(counter,),
+        ) as executor:
+            try:
+                while self.queue or self.running:
+                    self._submit_pieces(executor)
+                    done, _ = cf.wait(
+                        self.running,
+                        timeout=self.progress.interval_s,
+                        return_when=cf.FIRST_COMPLETED,
+                    )
+                    self.progress.update(counter.value)
+                    for future in done:
+                        self._finished(executor, future)
+            except BaseException:
+                executor.shutdown(wait=True, cancel_futures=True)
+                raise
+        return [self._merged(j) for j in range(len(self.jobs))]
+
+    def _submit_pieces(self, executor: cf.Executor) -> None:
+        # A short queue: shards complete (and pieces leave the disk) in order, not all at the end.
+        while self.queue and len(self.running) < 2 * self.workers:
+            j, p, sources = self.queue.popleft()
+            job = self.jobs[j]
+            future = executor.submit(
+                _write_piece_in_worker,
+                sources,
+                _piece_path(self.staging, job, p),
+                job,
+                self.labels,
+                self.max_side,
+            )
+            self.running[future] = ("piece", j, p)
+
+    def _finished(self, executor: cf.Executor, future: cf.Future) -> None:
+        kind, j, p = self.running.pop(future)
+        result = future.result()  # a worker's error ends the run here
+        if kind != "piece":
+            return
+        self.pieces[j][p] = result
+        if all(r is not None for r in self.pieces[j]):
+            job = self.jobs[j]
+            paths = [_piece_path(self.staging, job, i) for i in range(len(self.pieces[j]))]
+            uri = storage.join(self.out_dir, job.name)
+            self.running[executor.submit(publish, paths, uri)] = ("publish", j, 0)
+
+    def _merged(self, j: int) -> ShardResult:
+        first, *rest = self.pieces[j]
+        assert first is not None
+        for piece in rest:
+            assert piece is not None
+            first.merge(piece)
+        return first
+
+
+@contextlib.contextmanager
+def _staging(out_dir: str) -> Iterator[str]:
+    """A private folder for pieces: beside the output when local (so renames are atomic)."""
+    if storage.is_gcs(out_dir):
+        folder = tempfile.mkdtemp(prefix=STAGING_PREFIX.lstrip("."))
+    else:
+        os.makedirs(out_dir, exist_ok=True)
+        folder = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _start_method() -> str:
@@ -78,8 +191,10 @@ def _init_worker(counter: SharedCounter) -> None:
     _counter = counter
 
 
-def _write_in_worker(job: ShardJob, out_dir: str, labels: list[str], max_side: int) -> ShardResult:
-    return write_shard(job, out_dir, labels, max_side, _counter)
+def _write_piece_in_worker(
+    sources: tuple[Source, ...], path: str, job: ShardJob, labels: list[str], max_side: int
+) -> ShardResult:
+    return write_piece(sources, path, job, labels, max_side, _counter)
 
 
 class _InProcessTicker:

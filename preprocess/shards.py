@@ -1,26 +1,21 @@
-"""Write one whole shard: read each image, make its record, and publish the file atomically.
+"""Write shards: read each image, make its record, and publish each shard file atomically.
 
-Runs inside a worker process. A shard appears under its final name complete or not at all:
-written to a hidden temporary sibling and renamed (local), or written to a local temporary
-file and uploaded whole (gs://).
+Runs inside worker processes. A shard is written as one or more pieces (so that several
+workers can share a big shard) into a local staging folder, then published whole: renamed
+into place (local output) or uploaded (gs://). Under its final name a shard is complete or
+absent.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import tempfile
-from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any
 
 from common import records, storage
 from common.cli import UserError
 from preprocess.images import BadImage, to_stored_jpeg
 from preprocess.plan import ShardJob, Source
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 @dataclasses.dataclass
@@ -80,6 +75,15 @@ class ShardResult:
     def count(self) -> int:
         return sum(self.per_class.values())
 
+    def merge(self, other: ShardResult) -> None:
+        """Add a later piece of the same shard."""
+        for label, n in other.per_class.items():
+            self.per_class[label] = self.per_class.get(label, 0) + n
+        self.skipped.extend(other.skipped)
+        self.stats.merge(other.stats)
+        self.bytes += other.bytes
+        self.passed_through += other.passed_through
+
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["per_class"] = {str(k): v for k, v in self.per_class.items()}
@@ -93,15 +97,19 @@ class ShardResult:
         return cls(**fields)
 
 
-def write_shard(
-    job: ShardJob, out_dir: str, labels: list[str], max_side: int, progress: Any = None
+def write_piece(
+    sources: tuple[Source, ...],
+    path: str,
+    shard: ShardJob,
+    labels: list[str],
+    max_side: int,
+    progress: Any = None,
 ) -> ShardResult:
-    """Write job's records to out_dir/job.name; `progress.add(1)` after each image, if given."""
-    result = ShardResult(job.name, job.split, {}, [], SizeStats(), 0, 0)
-    uri = storage.join(out_dir, job.name)
+    """Write the records of some of a shard's images to a local file; `progress.add(1)` each."""
+    result = ShardResult(shard.name, shard.split, {}, [], SizeStats(), 0, 0)
     try:
-        with _published(uri) as stream:
-            for source in job.sources:
+        with open(path, "xb") as stream:
+            for source in sources:
                 record = _record(source, labels, max_side, result)
                 if record is not None:
                     stream.write(record)
@@ -109,8 +117,40 @@ def write_shard(
                 if progress is not None:
                     progress.add(1)
     except OSError as exc:  # disk full, folder gone: the run cannot go on
-        raise UserError(f"cannot write {uri}: {exc.strerror or exc}.") from exc
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}.") from exc
     return result
+
+
+def publish(pieces: list[str], uri: str) -> None:
+    """Make the shard at uri appear whole: its pieces' records, in order. Pieces are consumed.
+
+    A TFRecord file is a plain sequence of records, so concatenating pieces makes the shard.
+    Locally the pieces sit in a staging folder beside the output, so the rename is atomic.
+    """
+    try:
+        whole = pieces[0] if len(pieces) == 1 else _concatenate(pieces)
+        if storage.is_gcs(uri):
+            storage.upload_file(whole, uri)
+            os.unlink(whole)
+        else:
+            with open(whole, "rb+") as f:
+                os.fsync(f.fileno())  # the data is on disk before the name is
+            os.replace(whole, uri)
+    except OSError as exc:
+        raise UserError(f"cannot write {uri}: {exc.strerror or exc}.") from exc
+
+
+def _concatenate(pieces: list[str]) -> str:
+    whole = pieces[0] + ".whole"
+    with open(whole, "xb") as out:
+        for piece in pieces:
+            with open(piece, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                copied = 0
+                while copied < size:  # in the kernel, no copy through Python
+                    copied += os.copy_file_range(f.fileno(), out.fileno(), size - copied)
+            os.unlink(piece)
+    return whole
 
 
 def _record(source: Source, labels: list[str], max_side: int, result: ShardResult) -> bytes | None:
@@ -145,27 +185,3 @@ def _read(uri: str) -> bytes:
         raise BadImage("is a folder") from exc
     except OSError as exc:
         raise BadImage(f"cannot read the file ({exc.strerror or exc})") from exc
-
-
-@contextlib.contextmanager
-def _published(uri: str) -> Iterator[BinaryIO]:
-    """A file to write; on success it appears whole at uri, on failure it leaves no trace."""
-    name = storage.basename(uri)
-    local_dir = None if storage.is_gcs(uri) else os.path.dirname(uri)
-    if local_dir is not None:
-        os.makedirs(local_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=local_dir)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; readers may be other users
-        with os.fdopen(fd, "wb") as stream:
-            yield stream
-            if local_dir is not None:
-                stream.flush()
-                os.fsync(stream.fileno())
-        if local_dir is not None:
-            os.replace(tmp, uri)
-        else:
-            storage.upload_file(tmp, uri)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)

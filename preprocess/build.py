@@ -49,6 +49,9 @@ def build(opts: Options) -> Outcome:
     """Run one task of a preprocess run; raises UserError before writing on bad input."""
     started = time.monotonic()
     out = storage.normalize(opts.out)
+    for flag, folder in (("--train-dir", opts.train_dir), ("--val-dir", opts.val_dir)):
+        if (out + "/").startswith(storage.normalize(folder) + "/"):
+            raise UserError(f"--out {out} is inside {flag} {folder}; write the dataset elsewhere.")
     storage.check_writable_location(out)
     listed = labels_mod.read_labels_file(opts.labels_file) if opts.labels_file else None
     train = list_split(opts.train_dir, "train dir")

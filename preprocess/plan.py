@@ -112,11 +112,8 @@ def _cut(split: str, sources: list[Source], count: int) -> list[ShardJob]:
 
 def _fingerprint(labels: list[str], jobs: list[ShardJob], max_side: int, task_count: int) -> str:
     """Identifies the run: the same input and options give the same value in every task."""
-    summary = {
-        "labels": labels,
-        "max_side": max_side,
-        "task_count": task_count,
-        "shards": [[job.name, [[s.uri, s.size, s.label] for s in job.sources]] for job in jobs],
-    }
-    blob = json.dumps(summary, sort_keys=True).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps([labels, max_side, task_count]).encode("utf-8"))
+    for job in jobs:
+        entries = [job.name, [[s.uri, s.size, s.label] for s in job.sources]]
+        digest.update(json.dumps(entries).encode("utf-8"))
+    return digest.hexdigest()[:16]

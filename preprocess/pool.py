@@ -32,10 +32,31 @@ _counter: SharedCounter | None = None  # set in each worker by _init_worker
 
 
 def default_workers() -> int:
+    """The cores this process may use: CPU pinning and a container's CPU limit count."""
     try:
-        return len(os.sched_getaffinity(0))  # respects container CPU pinning
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    return max(1, min(cores, math.ceil(limit))) if limit else cores
+
+
+def _cgroup_cpu_limit() -> float | None:
+    """A Kubernetes CPU limit, as cores (cgroup v2, then v1); None when unlimited or unknown."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota_us = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period_us = int(f.read())
+        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 def run_jobs(
@@ -108,6 +129,9 @@ class _Scheduler:
 
     def run(self) -> list[ShardResult]:
         context = multiprocessing.get_context(_start_method())
+        if context.get_start_method() == "forkserver":
+            # Workers fork from a server that has already imported the image code.
+            context.set_forkserver_preload(["preprocess.shards"])
         counter = SharedCounter(context)
         with cf.ProcessPoolExecutor(
             max_workers=min(self.workers, len(self.queue)),

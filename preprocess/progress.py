@@ -36,7 +36,8 @@ class Progress:
         self.stream = stream or sys.stderr
         self.is_tty = self.stream.isatty()
         self.start = time.monotonic()
-        self._last_shown = self.start
+        # On a terminal the bar shows at once; plain lines wait for the first interval.
+        self._last_shown = self.start - (BAR_INTERVAL_S if self.is_tty else 0.0)
         self._shown_bar = False
 
     @property

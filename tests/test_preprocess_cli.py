@@ -98,6 +98,11 @@ def _output_under_a_file(tmp_path) -> list[str]:  # noqa: ANN001
     return ["--train-dir", train, "--val-dir", val, "--out", str(tmp_path / "out" / "ds")]
 
 
+def _output_inside_train(tmp_path) -> list[str]:  # noqa: ANN001
+    train, val = folders(tmp_path, {"a": 2}, {"a": 1})
+    return ["--train-dir", train, "--val-dir", val, "--out", f"{train}/dataset"]
+
+
 def _flag(*extra: str) -> Callable:
     def make(tmp_path) -> list[str]:  # noqa: ANN001
         train, val = folders(tmp_path, {"a": 2}, {"a": 1})
@@ -116,6 +121,7 @@ ERROR_CASES = {
     "missing labels file": (_missing_labels_file, "does not exist"),
     "label listed twice": (_label_listed_twice, "twice"),
     "output under a file": (_output_under_a_file, "cannot write"),
+    "output inside the train dir": (_output_inside_train, "inside --train-dir"),
     "zero workers": (_flag("--workers", "0"), "--workers"),
     "negative max side": (_flag("--max-side", "-5"), "--max-side"),
     "word for a number": (_flag("--train-shards", "many"), "--train-shards"),
@@ -127,9 +133,9 @@ ERROR_CASES = {
 def test_bad_input_exits_with_one_sentence_and_writes_nothing(tmp_path, case: str) -> None:  # noqa: ANN001
     make, words = ERROR_CASES[case]
     args = make(tmp_path)
-    out = str(tmp_path / "dataset")
     if "--out" not in args:
-        args += ["--out", out]
+        args += ["--out", str(tmp_path / "dataset")]
+    out = args[args.index("--out") + 1]
 
     line = one_error_line(cli(*args))
 
@@ -191,6 +197,33 @@ def test_skipped_files_are_reported_and_strict_fails(tmp_path) -> None:  # noqa:
     assert strict.returncode != 0
     assert strict.stderr.strip().splitlines()[-1].startswith("error: --strict: 1 file")
     assert not os.path.exists(tmp_path / "strict" / "dataset.json")
+
+
+def test_a_terminal_gets_a_progress_bar_and_logs_get_none(tmp_path) -> None:  # noqa: ANN001
+    train, val = folders(tmp_path, {"a": 20, "b": 20}, {"a": 1})
+    args = [sys.executable, "-m", "preprocess", "--train-dir", train, "--val-dir", val]
+    terminal, terminal_end = os.openpty()
+    process = subprocess.Popen(
+        [*args, "--out", str(tmp_path / "tty")], cwd=REPO, stdout=terminal_end, stderr=terminal_end
+    )
+    os.close(terminal_end)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the terminal closes when the process exits
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert process.wait(timeout=60) == 0
+
+    bar = shown.decode()
+    for part in ("\r[", "/41 images", "images/s", "ETA"):
+        assert part in bar, bar
+    logged = cli(*args[3:], "--out", str(tmp_path / "log")).stderr
+    assert "\r" not in logged and "[#" not in logged
 
 
 def _all_records_intact(out: str) -> int:

@@ -224,3 +224,16 @@ def test_gcs_input_and_output_give_the_same_dataset_as_local(tmp_path, gcs_bucke
     for name, data in shard_files(str(tmp_path / "out")).items():
         assert storage.read_bytes(f"{gcs_bucket}/data/set/{name}") == data
     assert storage.read_text(f"{gcs_bucket}/data/set/labels.txt") == "a\nb\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file; run as a user to check")
+def test_a_file_without_read_permission_is_skipped_with_a_reason(tmp_path) -> None:  # noqa: ANN001
+    train = imagefiles.make_folder(str(tmp_path / "train"), {"a": 2})
+    val = imagefiles.make_folder(str(tmp_path / "val"), {"a": 1})
+    locked = imagefiles.write_file(f"{train}/a/locked.jpg", imagefiles.jpeg())
+    os.chmod(locked, 0)
+
+    result = run(train, val, str(tmp_path / "out"))
+
+    assert result.skipped == [{"path": locked, "reason": "no permission to read the file"}]
+    assert result.splits["train"].count == 2

@@ -24,6 +24,8 @@ from common.cli import UserError
 GCS_SCHEME = "gs://"
 # Object uploads at or under this size are single requests that honour preconditions.
 _SIMPLE_UPLOAD_MAX = 8 * 1024 * 1024
+# How long check_writable_location keeps trying an unreachable endpoint.
+_CHECK_DEADLINE_S = 3.0
 
 
 class StorageError(UserError):
@@ -66,11 +68,17 @@ def split_gcs(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-@functools.lru_cache(maxsize=1)
 def _client():  # noqa: ANN202 - google.cloud.storage.Client, imported lazily
+    # One client per emulator setting: a process (or a test) that changes
+    # STORAGE_EMULATOR_HOST gets a client for the new address, not a stale one.
+    return _client_for(os.environ.get("STORAGE_EMULATOR_HOST", ""))
+
+
+@functools.lru_cache(maxsize=4)
+def _client_for(emulator_host: str):  # noqa: ANN202
     from google.cloud import storage
 
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
+    if emulator_host:
         from google.auth.credentials import AnonymousCredentials
 
         return storage.Client(
@@ -118,6 +126,18 @@ class _gcs_errors:  # noqa: N801 - used like a function: `with _gcs_errors(uri, 
 
 
 def _short(exc: BaseException) -> str:
+    """The gist of an error: the OS's words for a network failure, else its first line."""
+    from google.api_core.exceptions import RetryError
+
+    if isinstance(exc, RetryError) and exc.cause is not None:
+        exc = exc.cause
+    cause: BaseException | None = exc
+    for _ in range(10):  # requests wraps urllib3 wraps the socket error
+        if cause is None:
+            break
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
 
@@ -188,6 +208,8 @@ def upload_file(local_path: str, uri: str) -> None:
         tmp = _tmp_sibling(uri)
         try:
             shutil.copyfile(local_path, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())  # on disk before it becomes visible, as write_bytes does
             os.replace(tmp, uri)
         except BaseException:
             _remove_quietly(tmp)
@@ -325,9 +347,12 @@ def check_writable_location(uri: str) -> None:
     from google.api_core import exceptions as gexc
     from google.api_core.retry import Retry
 
+    # A pre-flight check: an unreachable endpoint must fail in seconds, not after the
+    # client's default two minutes of retries.
+    retry = Retry(initial=0.25, maximum=1.0, timeout=_CHECK_DEADLINE_S)
     try:
         it = _client().list_blobs(
-            bucket, prefix=key, max_results=1, timeout=15, retry=Retry(timeout=30)
+            bucket, prefix=key, max_results=1, timeout=(_CHECK_DEADLINE_S, 30), retry=retry
         )
         for _ in it:
             break
@@ -336,4 +361,4 @@ def check_writable_location(uri: str) -> None:
     except (gexc.Forbidden, gexc.Unauthorized) as exc:
         raise StorageError(f"no permission to use bucket gs://{bucket}.") from exc
     except Exception as exc:  # network failures come in many types
-        raise StorageError(f"cannot reach bucket gs://{bucket}: {_short(exc)}") from exc
+        raise StorageError(f"cannot reach bucket gs://{bucket}: {_short(exc)}.") from exc

@@ -1,0 +1,65 @@
+"""Shared fixtures. Keep each one documented: other test modules build on them.
+
+GCS fixtures: `gcs` (the emulator, once per session), `gcs_bucket` (a fresh bucket per test),
+`bucket_root` (one test over both a local folder and a gs:// prefix). See tests/gcs_emulator.py
+for how google-cloud-storage and TensorFlow's own gs:// both reach the emulator.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.gcs_emulator import GcsEmulator
+
+
+@pytest.fixture(scope="session")
+def gcs() -> Iterator[GcsEmulator]:
+    """The GCS emulator for the whole run, started on first use (about 0.2 s).
+
+    While it runs, os.environ holds its variables (`gcs.env`): STORAGE_EMULATOR_HOST for
+    google-cloud-storage / common.storage, and the proxy, CA bundle and token variables for
+    TensorFlow's gs:// filesystem, in this process and in subprocesses started with
+    os.environ (or with `env={**os.environ, **gcs.env}`). They are restored at the end.
+
+    Offers `gcs.make_bucket() -> "gs://NAME"` (a new empty bucket), `gcs.env` (dict of the
+    variables), `gcs.url` (the emulator's own http://127.0.0.1:PORT).
+
+    TensorFlow reads some of these variables when its GCS filesystem is first used: a test
+    that touches gs:// with TensorFlow must request this fixture (or one built on it), so
+    that no gs:// access in the process happens before the variables are set.
+    """
+    emulator = GcsEmulator().start()
+    saved = {name: os.environ.get(name) for name in emulator.env}
+    os.environ.update(emulator.env)
+    try:
+        yield emulator
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        emulator.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs: GcsEmulator) -> str:
+    """A fresh, empty bucket in the emulator for this test: the URI `gs://NAME` (no slash)."""
+    return gcs.make_bucket()
+
+
+@pytest.fixture(params=["local", "gcs"])
+def bucket_root(request: pytest.FixtureRequest, tmp_path) -> str:  # noqa: ANN001
+    """A root URI to write under, once per backend: the test runs twice.
+
+    "local": `str(tmp_path)` (an existing empty directory). "gcs": `gs://NEWBUCKET/root`
+    (a prefix in a fresh bucket; nothing exists under it yet). The emulator is only started
+    for the "gcs" case. Build paths with `common.storage.join(bucket_root, ...)`.
+    """
+    if request.param == "local":
+        return str(tmp_path)
+    emulator: GcsEmulator = request.getfixturevalue("gcs")
+    return emulator.make_bucket() + "/root"

@@ -12,7 +12,7 @@ from common.cli import UserError
 from preprocess import labels as labels_mod
 from preprocess import output, parts, summary
 from preprocess.listing import Skip, list_split
-from preprocess.plan import Plan, make_plan
+from preprocess.plan import Plan, ShardJob, make_plan
 from preprocess.pool import run_jobs
 from preprocess.progress import Progress
 from preprocess.shards import ShardResult, SizeStats
@@ -49,6 +49,28 @@ def build(opts: Options) -> Outcome:
     """Run one task of a preprocess run; raises UserError before writing on bad input."""
     started = time.monotonic()
     out = storage.normalize(opts.out)
+    plan, listing_skips = _plan(opts, out)
+
+    output.mark_incomplete(out)
+    jobs = plan.jobs_for_task(opts.task_index, opts.task_count)
+    mine = _write(opts, out, plan, jobs)
+    everyone: list[ShardResult] | None = mine
+    if opts.task_count > 1:
+        parts.write_part(out, plan.fingerprint, opts.task_index, opts.task_count, mine)
+        everyone = parts.read_all_parts(out, plan.fingerprint, opts.task_count)
+    seconds = time.monotonic() - started
+    if everyone is None:  # another task will publish
+        summary.log_task(mine, seconds)
+        _fail_if_strict(opts, [s for r in mine for s in r.skipped], publish=False)
+        return Outcome(plan, mine, None, seconds)
+    result = assemble_manifest(opts, out, plan, everyone, listing_skips)
+    summary.log_run(result, mine, seconds)
+    _publish(opts, out, plan, result, listing_skips)
+    return Outcome(plan, mine, result, seconds)
+
+
+def _plan(opts: Options, out: str) -> tuple[Plan, list[Skip]]:
+    """Check every input and decide every shard; nothing is written yet."""
     for flag, folder in (("--train-dir", opts.train_dir), ("--val-dir", opts.val_dir)):
         if (out + "/").startswith(storage.normalize(folder) + "/"):
             raise UserError(f"--out {out} is inside {flag} {folder}; write the dataset elsewhere.")
@@ -57,6 +79,8 @@ def build(opts: Options) -> Outcome:
     train = list_split(opts.train_dir, "train dir")
     val = list_split(opts.val_dir, "val dir")
     labels, left_out = labels_mod.choose_labels(train, val, listed)
+    for skip in left_out:
+        log.warning("left out %s: %s", skip.path, skip.reason)
     plan = make_plan(
         labels,
         {records.TRAIN: train, records.VALIDATION: val},
@@ -64,46 +88,37 @@ def build(opts: Options) -> Outcome:
         opts.max_side,
         opts.task_count,
     )
-    listing_skips = [*train.skipped, *val.skipped, *left_out]
-    for skip in left_out:
-        log.warning("left out %s: %s", skip.path, skip.reason)
+    return plan, [*train.skipped, *val.skipped, *left_out]
 
-    output.mark_incomplete(out)
-    jobs = plan.jobs_for_task(opts.task_index, opts.task_count)
+
+def _write(opts: Options, out: str, plan: Plan, jobs: list[ShardJob]) -> list[ShardResult]:
+    images = sum(len(job.sources) for job in jobs)
     log.info(
         "writing %d of %d shards (%d images, %d class(es)) to %s with %d worker(s)",
         len(jobs),
         len(plan.jobs),
-        sum(len(j.sources) for j in jobs),
-        len(labels),
+        images,
+        len(plan.labels),
         out,
         opts.workers,
     )
-    progress = Progress(sum(len(j.sources) for j in jobs))
+    progress = Progress(images)
     try:
-        mine = run_jobs(jobs, out, labels, opts.max_side, opts.workers, progress)
+        return run_jobs(jobs, out, plan.labels, opts.max_side, opts.workers, progress)
     finally:
         progress.close()
 
-    everyone = mine
-    if opts.task_count > 1:
-        parts.write_part(out, plan.fingerprint, opts.task_index, opts.task_count, mine)
-        everyone = parts.read_all_parts(out, plan.fingerprint, opts.task_count)
-    seconds = time.monotonic() - started
-    if everyone is None:
-        summary.log_task(mine, seconds)
-        _fail_if_strict(opts, [s for r in mine for s in r.skipped], publish=False)
-        return Outcome(plan, mine, None, seconds)
 
-    result = assemble_manifest(opts, out, plan, everyone, listing_skips)
+def _publish(
+    opts: Options, out: str, plan: Plan, result: manifest.Manifest, listing_skips: list[Skip]
+) -> None:
+    """Mark the dataset complete, unless it must not be used; clear what earlier runs left."""
     _fail_if_empty_class(result)
-    summary.log_run(result, mine, seconds)
     _fail_if_strict(opts, _image_skips(result, listing_skips), publish=True)
     output.remove_stale_shards(out, {job.name for job in plan.jobs})
     parts.remove_other_runs_parts(out, plan.fingerprint)
     manifest.save(out, result)
     log.info("wrote %s: the dataset is complete", manifest.manifest_uri(out))
-    return Outcome(plan, mine, result, seconds)
 
 
 def assemble_manifest(

@@ -68,9 +68,12 @@ def run_jobs(
     progress: Progress,
 ) -> list[ShardResult]:
     """Write and publish every job's shard; results in the order of `jobs`."""
+    if not jobs:  # a task with no share of a small run
+        return []
     with _staging(out_dir) as staging:
         if workers <= 1:
-            return [_write_whole(job, out_dir, staging, labels, max_side, progress) for job in jobs]
+            ticker = _InProcessTicker(progress)
+            return [_write_whole(job, out_dir, staging, labels, max_side, ticker) for job in jobs]
         return _Scheduler(jobs, out_dir, staging, labels, max_side, workers, progress).run()
 
 
@@ -89,10 +92,15 @@ def _piece_path(staging: str, job: ShardJob, piece: int) -> str:
 
 
 def _write_whole(
-    job: ShardJob, out_dir: str, staging: str, labels: list[str], max_side: int, progress: Progress
+    job: ShardJob,
+    out_dir: str,
+    staging: str,
+    labels: list[str],
+    max_side: int,
+    ticker: _InProcessTicker,
 ) -> ShardResult:
     path = _piece_path(staging, job, 0)
-    result = write_piece(job.sources, path, job, labels, max_side, _InProcessTicker(progress))
+    result = write_piece(job.sources, path, job, labels, max_side, ticker)
     publish([path], storage.join(out_dir, job.name))
     return result
 

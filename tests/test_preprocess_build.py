@@ -197,6 +197,18 @@ def test_k_tasks_make_the_same_dataset_as_one(tmp_path) -> None:  # noqa: ANN001
         assert getattr(parts, field) == getattr(whole, field), field
 
 
+def test_more_tasks_than_shards_still_publish_once(tmp_path) -> None:  # noqa: ANN001
+    train = imagefiles.make_folder(str(tmp_path / "train"), {"a": 3, "b": 2})
+    val = imagefiles.make_folder(str(tmp_path / "val"), {"a": 1})
+    out = str(tmp_path / "out")
+
+    for task in range(4):  # one train shard and one validation shard: tasks 2 and 3 idle
+        build(Options(train, val, out, workers=2, task_index=task, task_count=4))
+
+    result = manifest.load(out)
+    assert result.splits["train"].count == 5 and result.splits["validation"].count == 1
+
+
 def test_gcs_input_and_output_give_the_same_dataset_as_local(tmp_path, gcs_bucket) -> None:  # noqa: ANN001
     train, val = str(tmp_path / "train"), str(tmp_path / "val")
     imagefiles.make_folder(train, {"a": 5, "b": 4})

@@ -7,6 +7,12 @@ augmentation cannot turn one into another), drawn as noisy blobs on a noisy back
 from __future__ import annotations
 
 import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -14,6 +20,7 @@ from PIL import Image
 from common import manifest as manifest_lib
 from common import records, storage
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
 
 
@@ -82,3 +89,61 @@ def val_jpegs(per_class: int = 4, seed: int = 99) -> list[tuple[str, bytes]]:
     """Fresh (label, JPEG) pairs drawn like the dataset's, for calling an exported model."""
     rng = np.random.default_rng(seed)
     return [(name, jpeg_image(c, rng)) for _ in range(per_class) for name, c in COLOURS.items()]
+
+
+# ---------------------------------------------------------------- running the trainer
+
+# Tiny, quick runs: 75-pixel images, random backbone weights (no internet here).
+QUICK = ["--image-size", "75", "--weights", "none"]
+
+
+def trainer_command(data: str, run_dir: str, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "trainer", "--data", data, "--run-dir", run_dir, *flags]
+
+
+def run_trainer(
+    data: str, run_dir: str, *flags: str, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run `python -m trainer` to the end in a subprocess (its own TensorFlow, its own signals)."""
+    return subprocess.run(
+        trainer_command(data, run_dir, *flags),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def start_trainer(data: str, run_dir: str, *flags: str, log_path: str) -> subprocess.Popen:
+    """Start `python -m trainer` in the background, its output going to log_path."""
+    log = open(log_path, "w")  # noqa: SIM115 - the child owns it until it exits
+    return subprocess.Popen(
+        trainer_command(data, run_dir, *flags), stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+    )
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:  # noqa: ANN001
+    """Poll condition() until true; fail with `what` after timeout or if proc died first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the trainer exited ({proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """What the trainer said on stderr, less TensorFlow's import-time C++ chatter."""
+    return [line for line in stderr.splitlines() if line.strip() and not TF_NOISE.match(line)]
+
+
+TF_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl|I0000 |W0000 |To enable the following instructions)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

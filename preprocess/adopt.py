@@ -210,9 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Write dataset.json (and labels.txt) for a folder of TFRecord shards made "
         "by the classic build_image_data.py (labels 1..N), by scanning the shards.",
     )
-    p.add_argument("--dir", required=True, help="folder of train-*/validation-* shards")
+    p.add_argument(
+        "--dir", required=True, metavar="URI", help="folder of train-*/validation-* shards"
+    )
     p.add_argument(
         "--labels-file",
+        metavar="FILE",
         help="class names, one per line, in label order (default: image/class/text)",
     )
     args = p.parse_args(argv)

@@ -29,18 +29,30 @@ def parser() -> ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--train-dir", required=True, help="training images: DIR/<class>/<images>")
-    p.add_argument("--val-dir", required=True, help="validation images: DIR/<class>/<images>")
-    p.add_argument("--out", required=True, help="dataset folder to write (local path or gs://)")
+    p.add_argument(
+        "--train-dir", required=True, metavar="DIR", help="training images: DIR/<class>/<images>"
+    )
+    p.add_argument(
+        "--val-dir", required=True, metavar="DIR", help="validation images: DIR/<class>/<images>"
+    )
+    p.add_argument(
+        "--out", required=True, metavar="URI", help="dataset folder to write (local path or gs://)"
+    )
     p.add_argument(
         "--labels-file",
+        metavar="FILE",
         help="class names, one per line, in class-id order (default: sorted train sub-folders)",
     )
-    p.add_argument("--train-shards", type=positive_int, help="default: ~1,000 images a shard")
-    p.add_argument("--val-shards", type=positive_int, help="default: ~1,000 images a shard")
+    p.add_argument(
+        "--train-shards", type=positive_int, metavar="N", help="default: ~1,000 images a shard"
+    )
+    p.add_argument(
+        "--val-shards", type=positive_int, metavar="N", help="default: ~1,000 images a shard"
+    )
     p.add_argument(
         "--workers",
         type=positive_int,
+        metavar="N",
         default=pool.default_workers(),
         help="worker processes (default: all cores, here %(default)s)",
     )
@@ -56,12 +68,14 @@ def parser() -> ArgumentParser:
     p.add_argument(
         "--task-index",
         type=non_negative_int,
+        metavar="I",
         help="this task's part when the work is split across processes or pods "
         "(default: $JOB_COMPLETION_INDEX of a Kubernetes Indexed Job, else 0)",
     )
     p.add_argument(
         "--task-count",
         type=positive_int,
+        metavar="K",
         default=1,
         help="how many tasks share the work; the last one to finish writes dataset.json",
     )

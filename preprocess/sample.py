@@ -106,9 +106,15 @@ def main(argv: list[str] | None = None) -> int:
         description="Write a small image folder (train/ and val/, one sub-folder per class) "
         "made from photos scikit-image ships, to try preprocess and training on.",
     )
-    p.add_argument("--out", required=True, help="folder to create (or an earlier sample)")
     p.add_argument(
-        "--per-class", type=positive_int, default=30, help="train images a class (%(default)s)"
+        "--out", required=True, metavar="DIR", help="folder to create (or an earlier sample)"
+    )
+    p.add_argument(
+        "--per-class",
+        type=positive_int,
+        metavar="N",
+        default=30,
+        help="train images a class (%(default)s)",
     )
     p.add_argument(
         "--size", type=positive_int, default=160, metavar="PX", help="about PX square (%(default)s)"

@@ -18,7 +18,7 @@ from typing import Any
 
 from common import records, storage
 from common.cli import UserError
-from preprocess.images import BadImage, to_stored_jpeg
+from common.images import BadImage, to_stored_jpeg
 from preprocess.plan import ShardJob, Source
 
 REMOTE_PREFETCH = 8  # gs:// objects in flight per worker

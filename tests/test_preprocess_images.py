@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preprocess.images import BadImage, to_stored_jpeg
+from common.images import BadImage, to_stored_jpeg
 from tests import imagefiles
 
 tf = pytest.importorskip("tensorflow")

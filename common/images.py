@@ -1,0 +1,155 @@
+"""Turn the bytes of any supported image file into the RGB JPEG a record stores.
+
+Shared: preprocess stores these in its records; the evaluator feeds them to an exported model.
+
+Recognition is by content, never by file name. The cheapest correct path wins: a JPEG that is
+already what a record needs is validated (a full entropy decode at 1/8 scale, which catches
+truncation as surely as a full decode) and stored byte for byte; everything else is decoded
+no further than needed (JPEG DCT-domain scaling for big photos), turned upright, made RGB,
+downscaled to the size limit and encoded once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+# What people keep in image folders. Phone JPEGs with a second frame appended open as "JPEG"
+# and come back as format "MPO".
+ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+JPEG_QUALITY = 90
+ORIENTATION_TAG = 0x0112
+# EXIF orientation -> the transposition that makes the picture upright.
+_UPRIGHT = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
+_WHITE = (255, 255, 255)
+
+
+class BadImage(Exception):
+    """The file cannot become a record; the message says why, for the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredImage:
+    jpeg: bytes
+    height: int
+    width: int
+    passed_through: bool  # the input's own bytes, unchanged
+
+
+def to_stored_jpeg(data: bytes, max_side: int) -> StoredImage:
+    """The record's JPEG for an image file's bytes; raises BadImage with a reason."""
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    image = _open(data)
+    orientation = _orientation(image)
+    if _can_pass_through(image, orientation, max_side):
+        width, height = image.size  # before the validation's draft shrinks it
+        _validate_fully(image)
+        return StoredImage(data, height, width, passed_through=True)
+    target = scaled_size(image.size, max_side)
+    if image.format in ("JPEG", "MPO") and target != image.size:
+        image.draft(None, target)  # decode at 1/2, 1/4 or 1/8 scale, never below target
+    try:
+        image.load()
+        rgb = _to_rgb(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadImage(f"cannot decode image data ({_short(exc)})") from exc
+    if rgb.size != target:
+        rgb = rgb.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    for step in _UPRIGHT.get(orientation, ()):
+        rgb = rgb.transpose(step)
+    out = io.BytesIO()
+    rgb.save(out, "JPEG", quality=JPEG_QUALITY)
+    return StoredImage(out.getvalue(), rgb.height, rgb.width, passed_through=False)
+
+
+def scaled_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(width, height) with the longer side at most max_side; never upscales; 0 = no limit."""
+    width, height = size
+    longest = max(width, height)
+    if not max_side or longest <= max_side:
+        return size
+    scale = max_side / longest
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # odd metadata warns; the pixels decide
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError as exc:
+        raise BadImage(
+            "not an image (content not recognised as JPEG, PNG, GIF, BMP, WebP or TIFF)"
+        ) from exc
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"image too large to decode safely ({_short(exc)})") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise BadImage(f"damaged image header ({_short(exc)})") from exc
+    if image.width < 1 or image.height < 1:
+        raise BadImage("image has no pixels")
+    return image
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # malformed EXIF must not cost the picture; Pillow raises many types
+        return 1
+    return value if value in _UPRIGHT else 1
+
+
+def _can_pass_through(image: Image.Image, orientation: int, max_side: int) -> bool:
+    return (
+        image.format == "JPEG"  # not MPO: its appended frames would bloat the record
+        and image.mode == "RGB"
+        and orientation == 1
+        and (not max_side or max(image.size) <= max_side)
+    )
+
+
+def _validate_fully(image: Image.Image) -> None:
+    """Decode the whole entropy-coded stream at the smallest DCT scale: cheap, and complete."""
+    image.draft(None, (1, 1))
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadImage(f"truncated or corrupt JPEG data ({_short(exc)})") from exc
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB pixels: transparency composited on white, 16-bit scaled to 8, CMYK converted."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        image = _sixteen_to_eight(image)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _sixteen_to_eight(image: Image.Image) -> Image.Image:
+    """Scale 16-bit grey (or 32-bit int/float holding 16-bit values) to 8 bits, not clip."""
+    import numpy as np  # only these rare images pay for the import
+
+    pixels = np.asarray(image, dtype=np.float64)
+    # I;16 is 16-bit by definition; for I and F the values tell.
+    peak = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+    return Image.fromarray(np.clip(pixels * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8), "L")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__

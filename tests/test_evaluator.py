@@ -1,0 +1,239 @@
+"""The evaluator on runs the trainer really trained: exactly once, restarts, bad checkpoints,
+runs that appear later, metrics, leaderboard, best-model export and predictions."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.trainer_testdata import (
+    QUICK,
+    REPO,
+    error_lines,
+    free_port,
+    run_trainer,
+    val_jpegs,
+    wait_for,
+    write_dataset,
+)
+
+STEPS = (10, 20, 30)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> str:
+    """One finished run with checkpoints at steps 10, 20 and 30 (copied by each test)."""
+    root = tmp_path_factory.mktemp("evaluator")
+    data = str(root / "data")
+    write_dataset(data, train_per_class=16, val_per_class=5)
+    run_dir = str(root / "run")
+    done = run_trainer(
+        data, run_dir, *QUICK, "--steps", "30", "--checkpoint-every", "10", "--batch-size", "8"
+    )
+    assert done.returncode == 0, done.stderr
+    return run_dir
+
+
+def make_sweep(tmp_path, trained_run: str, *names: str, complete: bool = True) -> str:
+    sweep = tmp_path / "sweep"
+    for name in names:
+        copy_run(trained_run, str(sweep / "runs" / name), complete=complete)
+    return str(sweep)
+
+
+def copy_run(trained_run: str, dest: str, *, complete: bool = True) -> None:
+    shutil.copytree(trained_run, dest, ignore=shutil.ignore_patterns("eval"))
+    if not complete:
+        os.unlink(os.path.join(dest, "complete.json"))
+
+
+def evaluator(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "evaluator", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def results(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, "eval", "results.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def steps_of(run_dir: str) -> list[int]:
+    return [entry["step"] for entry in results(run_dir)]
+
+
+def test_each_checkpoint_is_evaluated_exactly_once_across_restarts(tmp_path, trained_run):
+    sweep = make_sweep(tmp_path, trained_run, "lr-0.1")
+    run_dir = os.path.join(sweep, "runs", "lr-0.1")
+
+    once = evaluator("--sweep-dir", sweep, "--once")
+    assert once.returncode == 0, once.stderr
+    assert steps_of(run_dir) == [30]  # --once takes the latest checkpoint
+
+    watch = evaluator("--sweep-dir", sweep, "--interval", "0.5")
+    assert watch.returncode == 0, watch.stderr  # exits by itself: the run is complete
+    assert sorted(steps_of(run_dir)) == list(STEPS)  # step 30 was not evaluated again
+
+    again = evaluator("--sweep-dir", sweep, "--interval", "0.5")
+    assert again.returncode == 0, again.stderr
+    assert sorted(steps_of(run_dir)) == list(STEPS)
+
+    for entry in results(run_dir):
+        assert entry["examples"] == 15  # the whole validation split, each example once
+        assert 0.0 <= entry["top1"] <= 1.0
+        assert entry["top5"] is None  # three classes
+        assert sum(v["examples"] for v in entry["per_class"].values()) == 15
+        with open(entry["confusion"]) as f:
+            confusion = json.load(f)
+        assert sum(map(sum, confusion["matrix"])) == 15
+        assert confusion["labels"] == ["red", "green", "blue"]
+    assert os.listdir(os.path.join(run_dir, "eval"))  # TensorBoard events beside the results
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(f"{run_dir}/eval"))
+    assert "#1 lr-0.1: top-1" in again.stdout
+
+
+def test_a_corrupt_checkpoint_is_retried_reported_and_does_not_stop_the_others(
+    tmp_path, trained_run
+):
+    sweep = make_sweep(tmp_path, trained_run, "bad", "good")
+    bad = os.path.join(sweep, "runs", "bad")
+    data_file = os.path.join(bad, "checkpoints", "ckpt-20.data-00000-of-00001")
+    size = os.path.getsize(data_file)
+    with open(data_file, "wb") as f:
+        f.write(b"\0" * (size // 2))  # half-written
+
+    watch = evaluator("--sweep-dir", sweep, "--interval", "0.2")
+    assert watch.returncode == 0, watch.stderr
+    by_step = {entry["step"]: entry for entry in results(bad)}
+    assert sorted(by_step) == list(STEPS)
+    assert "error" in by_step[20] and "top1" not in by_step[20]
+    assert "top1" in by_step[10] and "top1" in by_step[30]
+    assert sorted(steps_of(os.path.join(sweep, "runs", "good"))) == list(STEPS)
+    assert "bad step 20: checkpoint unreadable (attempt 1 of 3)" in watch.stderr
+    assert "bad step 20: giving up" in watch.stderr
+    assert "Traceback" not in watch.stderr
+
+
+def test_watch_picks_up_late_runs_serves_metrics_and_exits_when_all_are_done(tmp_path, trained_run):
+    sweep = make_sweep(tmp_path, trained_run, "early", complete=False)
+    with open(os.path.join(sweep, "sweep.json"), "w") as f:
+        json.dump({"candidates": [{"run": "early"}, {"run": "late"}]}, f)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "evaluator",
+            "--sweep-dir",
+            sweep,
+            "--interval",
+            "0.3",
+            "--metrics-port",
+            str(port),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        early = os.path.join(sweep, "runs", "early")
+        wait_for(lambda: len(results(early)) == 3, 180, "the early run's 3 checkpoints", proc)
+        metrics = scrape(port)
+        last = results(early)[-1]
+        assert metrics[("finetune_eval_last_step", "early")] == 30
+        assert metrics[("finetune_eval_top1_accuracy", "early")] == pytest.approx(last["top1"])
+        assert metrics[("finetune_eval_loss", "early")] == pytest.approx(last["loss"])
+        best = max(results(early), key=lambda e: (e["top1"], -e["step"]))
+        assert metrics[("finetune_eval_best_top1_accuracy", "early")] == pytest.approx(best["top1"])
+        assert metrics[("finetune_eval_checkpoints_total", "early")] == 3
+
+        # Neither run is complete and sweep.json promises "late": still watching.
+        assert proc.poll() is None
+        copy_run(trained_run, os.path.join(sweep, "runs", "late"))
+        with open(os.path.join(early, "complete.json"), "w") as f:
+            json.dump({"step": 30}, f)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert sorted(steps_of(os.path.join(sweep, "runs", "late"))) == list(STEPS)
+    with open(os.path.join(sweep, "leaderboard.json")) as f:
+        board = json.load(f)
+    assert [row["rank"] for row in board["runs"]] == [1, 2]
+    assert {row["run"] for row in board["runs"]} == {"early", "late"}
+    tops = [row["best_top1"] for row in board["runs"]]
+    assert tops == sorted(tops, reverse=True)
+    assert board["best"]["run"] == board["runs"][0]["run"]
+    assert board["best"]["step"] == board["runs"][0]["best_step"]
+    assert os.path.exists(os.path.join(board["best"]["export"], "saved_model.pb"))
+    assert "best checkpoint:" in stdout
+
+
+def scrape(port: int) -> dict[tuple[str, str], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if "run" in sample.labels:
+                values[(sample.name, sample.labels["run"])] = sample.value
+    return values
+
+
+def test_predict_prints_top_labels_for_any_image_preprocess_accepts(tmp_path, trained_run):
+    sweep = make_sweep(tmp_path, trained_run, "only")
+    assert evaluator("--sweep-dir", sweep, "--once").returncode == 0
+    with open(os.path.join(sweep, "leaderboard.json")) as f:
+        export = json.load(f)["best"]["export"]
+
+    (label, jpeg), *_ = val_jpegs(per_class=1)
+    png = tmp_path / "photo.jpg"  # a PNG saved as .jpg
+    Image.open(io.BytesIO(jpeg)).save(png, "PNG")
+    cmyk = tmp_path / "print.JPG"
+    Image.open(io.BytesIO(jpeg)).convert("CMYK").save(cmyk, "JPEG")
+
+    done = evaluator("predict", "--model", export, "--top-k", "2", str(png), str(cmyk))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == str(png) and lines[3] == str(cmyk)
+    for block in (lines[1:3], lines[4:6]):
+        probabilities = [float(line.split("%")[0]) for line in block]
+        names = [line.split("%")[1].strip() for line in block]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert set(names) <= {"red", "green", "blue"} and len(set(names)) == 2
+
+    junk = tmp_path / "notes.jpg"
+    junk.write_text("not a picture")
+    bad = evaluator("predict", "--model", export, str(junk))
+    assert bad.returncode == 2
+    (line,) = error_lines(bad.stderr)
+    assert line.startswith(f"error: {junk}: not an image")
+
+
+def test_bad_arguments_get_one_sentence_and_a_non_zero_exit(tmp_path):
+    missing = evaluator("--sweep-dir", str(tmp_path / "nope"), "--once")
+    assert missing.returncode == 2
+    assert error_lines(missing.stderr) == [f"error: {tmp_path / 'nope'} does not exist."]
+    empty = evaluator("--run-dir", str(tmp_path), "--once")
+    assert empty.returncode == 2
+    assert error_lines(empty.stderr) == [f"error: no run found at {tmp_path} (no hparams.json)."]
+    both = evaluator("--sweep-dir", str(tmp_path), "--once", "--interval", "5")
+    assert both.returncode == 2
+    assert "not allowed with argument" in both.stderr

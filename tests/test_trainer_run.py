@@ -30,6 +30,11 @@ from tests.trainer_testdata import (
 
 tf = pytest.importorskip("tensorflow")
 
+# Keras 3.15 calls np.array(tensor) with NumPy 2's copy keyword unsupported: harmless, noisy.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+
 STEPS = 120
 BATCH = 8
 FLAGS = [

@@ -19,7 +19,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     config, given = parse_args(argv)
     setup_logging(config.verbose)
-    stop = StopRequest().install()
     plan = prepare(config, given)
     if plan.already_complete:
         log.info(
@@ -32,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     if config.metrics_port:
         metrics.serve(config.metrics_port)
         log.info("serving Prometheus metrics on port %d", config.metrics_port)
-    if stop.requested:
-        return stop.exit_code
+    # From here on a stop request is honoured by saving first.
+    stop = StopRequest().install()
 
     from trainer.loop import train  # TensorFlow starts here, after every check passed
 

@@ -65,6 +65,8 @@ def prepare(config: TrainConfig, given: set[str]) -> Plan:
             None,
             complete,
         )
+    fresh = state.checkpoint_step is None
+    weights_path = weights.resolve(config.weights) if fresh else None
     if config.batch_size > manifest.count(TRAIN):
         log.warning(
             "warning: batch size %d is larger than the %d training examples; examples repeat "
@@ -72,7 +74,6 @@ def prepare(config: TrainConfig, given: set[str]) -> Plan:
             config.batch_size,
             manifest.count(TRAIN),
         )
-    fresh = state.checkpoint_step is None
     return Plan(
         config=config,
         manifest=manifest,
@@ -82,6 +83,6 @@ def prepare(config: TrainConfig, given: set[str]) -> Plan:
         run_name=storage.basename(config.run_dir),
         resume_step=state.checkpoint_step,
         hparams_changed=fresh or bool(changes),
-        weights_path=weights.resolve(config.weights) if fresh else None,
+        weights_path=weights_path,
         already_complete=None,
     )

@@ -1,0 +1,120 @@
+"""The trainer's command line: --help, and every bad input is one sentence and exit code 2,
+found before any model is built (these tests never start TensorFlow's training)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from common.cli import run_main
+from tests.trainer_testdata import REPO, error_lines, write_dataset
+from trainer.__main__ import main
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
+    uri = str(tmp_path_factory.mktemp("cli") / "data")
+    write_dataset(uri, train_per_class=2, val_per_class=1)
+    return uri
+
+
+def _fails(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    """Run main in-process; it must return 2 and say exactly one line on stderr."""
+    assert run_main(main, argv) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_help_lists_the_contract_flags(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in (
+        "--data", "--run-dir", "--lr", "--batch-size", "--steps", "--epochs", "--image-size",
+        "--fine-tune", "--weights", "--checkpoint-every", "--metrics-port", "--force",
+    ):  # fmt: skip
+        assert flag in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--lr", "-1"], "argument --lr: '-1' is not a positive number"),
+        (["--lr", "fast"], "argument --lr: 'fast' is not a number"),
+        (["--lr", "nan"], "argument --lr: 'nan' is not a positive number"),
+        (["--batch-size", "0"], "argument --batch-size: '0' is not a positive whole number"),
+        (["--steps", "10", "--epochs", "2"], "--epochs: not allowed with argument --steps"),
+        (["--fine-tune", "some"], "argument --fine-tune: invalid choice: 'some'"),
+        (["--image-size", "64"], "argument --image-size: '64' is not at least 75 pixels"),
+        (["--metrics-port", "70000"], "'70000' is not a port number"),
+        (["--label-smoothing", "1"], "argument --label-smoothing: '1' is not in [0, 1)"),
+        (["--fine-tune", "head", "--head-warmup-steps", "5"], "only applies with --fine-tune all"),
+        (["--weights", "backbone.bin"], "expected imagenet, none, or a Keras weights file"),
+        (["--weights", "/nonexistent/backbone.h5"], "/nonexistent/backbone.h5 does not exist"),
+    ],
+)  # fmt: skip
+def test_bad_flag_values(
+    capsys: pytest.CaptureFixture,
+    dataset: str,
+    tmp_path,
+    flags: list[str],
+    says: str,  # noqa: ANN001
+) -> None:
+    line = _fails(capsys, ["--data", dataset, "--run-dir", str(tmp_path / "run"), *flags])
+    assert says in line
+    assert not os.path.exists(tmp_path / "run")  # nothing written for a rejected start
+
+
+def test_missing_required_flag(capsys: pytest.CaptureFixture, dataset: str) -> None:
+    assert "--run-dir" in _fails(capsys, ["--data", dataset])
+
+
+def test_missing_dataset(capsys: pytest.CaptureFixture, tmp_path) -> None:  # noqa: ANN001
+    line = _fails(capsys, ["--data", str(tmp_path / "nothing"), "--run-dir", str(tmp_path / "r")])
+    assert f"no dataset.json in {tmp_path / 'nothing'}" in line
+
+
+def test_run_dir_that_cannot_be_written(
+    capsys: pytest.CaptureFixture, dataset: str, tmp_path
+) -> None:  # noqa: ANN001, E501
+    (tmp_path / "a-file").write_text("")
+    line = _fails(capsys, ["--data", dataset, "--run-dir", str(tmp_path / "a-file" / "run")])
+    assert "cannot write under" in line
+
+
+def test_metrics_port_in_use(capsys: pytest.CaptureFixture, dataset: str, tmp_path) -> None:  # noqa: ANN001
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv = ["--data", dataset, "--run-dir", str(tmp_path / "run"), "--weights", "none"]
+        line = _fails(capsys, [*argv, "--metrics-port", str(port)])
+    assert f"cannot serve metrics on port {port}" in line
+
+
+def test_the_real_process_exits_2_without_a_traceback(tmp_path) -> None:  # noqa: ANN001
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "--data",
+            str(tmp_path),
+            "--run-dir",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert len(error_lines(result.stderr)) == 1
+    assert "Traceback" not in result.stderr

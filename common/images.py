@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import warnings
 
 from PIL import Image, UnidentifiedImageError
@@ -33,6 +34,10 @@ _UPRIGHT = {
     8: (Image.Transpose.ROTATE_90,),
 }
 _WHITE = (255, 255, 255)
+# A marker: 0xFF (any number, as fill) and a code byte; in image data, 0xFF 0x00 is a stuffed
+# 0xFF and 0xFF 0xD0-0xD7 are restart markers, so neither ends it.
+_MARKER = re.compile(rb"\xff+([\x01-\xfe])")
+_SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
 
 
 class BadImage(Exception):
@@ -55,6 +60,9 @@ def to_stored_jpeg(data: bytes, max_side: int) -> StoredImage:
     orientation = _orientation(image)
     if _can_pass_through(image, orientation, max_side):
         width, height = image.size  # before the validation's draft shrinks it
+        problem = jpeg_structure_problem(data)
+        if problem:
+            raise BadImage(f"corrupt JPEG ({problem})")
         _validate_fully(image)
         return StoredImage(data, height, width, passed_through=True)
     target = scaled_size(image.size, max_side)
@@ -63,7 +71,7 @@ def to_stored_jpeg(data: bytes, max_side: int) -> StoredImage:
     try:
         image.load()
         rgb = _to_rgb(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # a damaged file can make a decoder raise almost anything
         raise BadImage(f"cannot decode image data ({_short(exc)})") from exc
     if rgb.size != target:
         rgb = rgb.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
@@ -95,7 +103,7 @@ def _open(data: bytes) -> Image.Image:
         ) from exc
     except Image.DecompressionBombError as exc:
         raise BadImage(f"image too large to decode safely ({_short(exc)})") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except Exception as exc:  # as above: the file's fault, whatever a parser raises
         raise BadImage(f"damaged image header ({_short(exc)})") from exc
     if image.width < 1 or image.height < 1:
         raise BadImage("image has no pixels")
@@ -119,12 +127,42 @@ def _can_pass_through(image: Image.Image, orientation: int, max_side: int) -> bo
     )
 
 
+def jpeg_structure_problem(data: bytes) -> str | None:
+    """What is wrong with a JPEG's marker structure, or None.
+
+    Stored bytes must decode in TensorFlow, which is stricter than Pillow about what follows
+    the image data (a segment running past the end fails there); so every segment must fit
+    and the end-of-image marker must be reached.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return "no start-of-image marker"
+    pos, size = 2, len(data)
+    while True:
+        marker = _MARKER.match(data, pos)
+        if marker is None:
+            return "truncated" if pos >= size else f"damaged marker at byte {pos}"
+        code, pos = marker.group(1)[0], marker.end()
+        if code == 0xD9:  # end of image
+            return None
+        if 0xD0 <= code <= 0xD7 or code == 0x01:  # markers without a length
+            continue
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        if pos + 2 > size or length < 2 or pos + length > size:
+            return f"segment at byte {pos - 2} runs past the end of the file"
+        pos += length
+        if code == 0xDA:  # start of scan: entropy-coded data up to the next real marker
+            end = _SCAN_END.search(data, pos)
+            if end is None:
+                return "truncated image data"
+            pos = end.start()
+
+
 def _validate_fully(image: Image.Image) -> None:
     """Decode the whole entropy-coded stream at the smallest DCT scale: cheap, and complete."""
     image.draft(None, (1, 1))
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # as above
         raise BadImage(f"truncated or corrupt JPEG data ({_short(exc)})") from exc
 
 

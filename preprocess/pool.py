@@ -118,13 +118,13 @@ class _Scheduler:
         workers: int,
         progress: Progress,
     ) -> None:
-        self.jobs, self.out_dir, self.staging = jobs, out_dir, staging
-        self.labels, self.max_side, self.workers, self.progress = (
-            labels,
-            max_side,
-            workers,
-            progress,
-        )
+        self.jobs = jobs
+        self.out_dir = out_dir
+        self.staging = staging
+        self.labels = labels
+        self.max_side = max_side
+        self.workers = workers
+        self.progress = progress
         self.queue = collections.deque(
             (j, p, sources)
             for j, job in enumerate(jobs)

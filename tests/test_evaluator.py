@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from common import storage
 from tests.trainer_testdata import (
     QUICK,
     REPO,
@@ -237,3 +238,24 @@ def test_bad_arguments_get_one_sentence_and_a_non_zero_exit(tmp_path):
     both = evaluator("--sweep-dir", str(tmp_path), "--once", "--interval", "5")
     assert both.returncode == 2
     assert "not allowed with argument" in both.stderr
+
+
+def test_a_sweep_in_a_gcs_bucket(gcs, gcs_bucket, trained_run):
+    sweep = f"{gcs_bucket}/sweeps/s1"
+    for root, _dirs, files in os.walk(trained_run):
+        for name in files:
+            local = os.path.join(root, name)
+            relative = os.path.relpath(local, trained_run)
+            storage.upload_file(local, storage.join(sweep, "runs", "lr-0.01", relative))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "evaluator", "--sweep-dir", sweep, "--interval", "0.5"],
+        capture_output=True, text=True, timeout=240, cwd=REPO, env={**os.environ, **gcs.env},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = storage.read_text(f"{sweep}/runs/lr-0.01/eval/results.jsonl").splitlines()
+    assert sorted(json.loads(line)["step"] for line in lines) == list(STEPS)
+    board = storage.read_json(f"{sweep}/leaderboard.json")
+    assert board["runs"][0]["run"] == "lr-0.01"
+    assert storage.exists(storage.join(board["best"]["export"], "saved_model.pb"))
+    assert storage.list_files(f"{sweep}/runs/lr-0.01/eval")  # events written through gs://

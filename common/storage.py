@@ -28,6 +28,15 @@ _SIMPLE_UPLOAD_MAX = 8 * 1024 * 1024
 _CHECK_DEADLINE_S = 3.0
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 class StorageError(UserError):
     """A storage operation failed in a way the user can act on."""
 
@@ -222,6 +231,9 @@ def upload_file(local_path: str, uri: str) -> None:
 def _tmp_sibling(path: str) -> str:
     directory, name = os.path.split(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory or ".")
+    # mkstemp makes 0600 files; what we publish must be readable like any file the user writes
+    # (a trainer running as another user reads dataset.json from a shared volume).
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     return tmp
 

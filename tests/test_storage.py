@@ -362,3 +362,14 @@ def test_uri_helpers() -> None:
     assert storage.normalize("gs://b/p/") == "gs://b/p"
     assert storage.normalize("file:///tmp/x/") == "/tmp/x"
     assert storage.basename("gs://b/p/name.txt/") == "name.txt"
+
+
+def test_local_files_are_published_with_the_users_umask(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage, "_UMASK", 0o022)  # the umask the process started with
+    for write in (
+        lambda p: storage.write_json(p, {"a": 1}),
+        lambda p: storage.upload_file(__file__, p),
+    ):
+        path = str(tmp_path / "published")
+        write(path)
+        assert os.stat(path).st_mode & 0o777 == 0o644  # not mkstemp's 0600

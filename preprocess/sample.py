@@ -1,7 +1,8 @@
 """A small, learnable sample image folder made from photos that scikit-image ships.
 
-Four classes (cat, astronaut, coffee, rocket), each image a random crop of its photo, maybe
-flipped, scaled and noisy: different enough to learn from, deterministic for a given seed.
+Six classes (cat, astronaut, coffee, rocket, galaxies, retina: enough for a top-5), each image
+a random crop of its photo, maybe flipped, scaled and noisy: different enough to learn from,
+deterministic for a given seed.
 Most are saved as JPEG, some as PNG, as in a real folder. scikit-image is only needed here.
 """
 
@@ -20,7 +21,14 @@ from preprocess.args import ArgumentParser, positive_int
 log = logging.getLogger("preprocess")
 
 # class name -> skimage.data function
-CLASSES = {"cat": "chelsea", "astronaut": "astronaut", "coffee": "coffee", "rocket": "rocket"}
+CLASSES = {
+    "cat": "chelsea",
+    "astronaut": "astronaut",
+    "coffee": "coffee",
+    "rocket": "rocket",
+    "galaxies": "hubble_deep_field",
+    "retina": "retina",
+}
 PNG_EVERY = 4  # every fourth image is a PNG
 MARKER = ".preprocess-sample.json"  # says the folder is ours to regenerate (hidden: not litter)
 

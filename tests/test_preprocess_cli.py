@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from common import manifest, records, storage
+from preprocess import sample
 from preprocess.build import Options, build
 from tests import imagefiles
 
@@ -338,11 +339,13 @@ def test_sample_command_makes_a_folder_preprocess_accepts(tmp_path) -> None:  # 
         with open(path, "rb") as f:
             assert f.read() == data
     images = [p for p in files if not os.path.basename(p).startswith(".")]
-    assert len(images) == 4 * 4 + 4 * 2
+    classes = len(sample.CLASSES)
+    assert len(images) == classes * 4 + classes * 2
     assert any(p.endswith(".png") for p in images) and any(p.endswith(".jpg") for p in images)
     build(Options(f"{out}/train", f"{out}/val", str(tmp_path / "ds")))
     result = manifest.load(str(tmp_path / "ds"))
-    assert len(result.labels) == 4 and result.splits["train"].count == 16 and not result.skipped
+    assert result.labels == sorted(sample.CLASSES)
+    assert result.splits["train"].count == classes * 4 and not result.skipped
 
 
 def test_sample_refuses_a_folder_with_other_files(tmp_path) -> None:  # noqa: ANN001

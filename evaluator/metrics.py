@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
 
-REGISTRY = CollectorRegistry()
+from common import metrics as common_metrics
+
+REGISTRY = common_metrics.new_registry()
 TOP1 = Gauge(
     "finetune_eval_top1_accuracy",
     "Top-1 accuracy of the last evaluated checkpoint (0-1)",
@@ -62,7 +64,7 @@ DURATION = Gauge(
 
 
 def serve(port: int) -> None:
-    start_http_server(port, registry=REGISTRY)
+    common_metrics.serve(port, REGISTRY)
 
 
 def record(run: str, result: dict, step: int, best: dict | None) -> None:

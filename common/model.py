@@ -17,6 +17,7 @@ MIN_IMAGE_SIZE = 75  # the smallest input Keras' Inception-v3 accepts
 IMAGENET = "imagenet"
 # The classic recipe's dropout before the logits (keep probability 0.8).
 DEFAULT_DROPOUT = 0.2
+RANDOM_INIT_BN_MOMENTUM = 0.9
 
 
 def build_classifier(
@@ -53,11 +54,24 @@ def build_classifier(
         pooling="avg",
         name=BACKBONE_NAME,
     )
+    if weights is None:
+        _quicken_batchnorm(backbone)
     features = backbone(inputs, training=False) if freeze_batchnorm else backbone(inputs)
     features = keras.layers.Dropout(dropout, name="dropout")(features)
     # float32 even under a mixed-precision policy: softmax and loss need the range.
     logits = keras.layers.Dense(num_classes, dtype="float32", name=HEAD_NAME)(features)
     return keras.Model(inputs, logits, name="inception_v3_classifier")
+
+
+def _quicken_batchnorm(backbone: keras.Model) -> None:
+    """From random weights, let batch norm's moving statistics follow the batches within tens
+    of steps rather than hundreds: with Keras' 0.99 a short run is evaluated with statistics
+    that are still mostly their initial values, and scores at chance whatever it learned."""
+    import keras
+
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = RANDOM_INIT_BN_MOMENTUM
 
 
 def backbone_of(model: keras.Model) -> keras.Model:

@@ -6,31 +6,18 @@ python -m evaluator predict --model URI IMAGE...
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
 from common import storage
+from common.args import ArgumentParser, positive_float, positive_int
 from common.cli import UserError, setup_logging
 
 log = logging.getLogger("evaluator")
 
 
-def _positive(kind: type) -> object:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-        return value
-
-    return parse
-
-
-def eval_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def eval_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="python -m evaluator",
         description="Evaluate every checkpoint of a run or a sweep on the validation split "
         "(CPU only), rank the runs in leaderboard.json and export the best model. "
@@ -45,19 +32,19 @@ def eval_parser() -> argparse.ArgumentParser:
     )
     mode.add_argument(
         "--interval",
-        type=_positive(float),
+        type=positive_float,
         default=60.0,
         metavar="SECONDS",
         help="watch mode: look for new checkpoints this often (default 60)",
     )
     parser.add_argument(
         "--timeout",
-        type=_positive(float),
+        type=positive_float,
         metavar="SECONDS",
         help="watch mode: stop after this long without a new checkpoint",
     )
     parser.add_argument(
-        "--batch-size", type=_positive(int), default=32, help="evaluation batch size (default 32)"
+        "--batch-size", type=positive_int, default=32, help="evaluation batch size (default 32)"
     )
     parser.add_argument(
         "--metrics-port", type=int, metavar="N", help="serve Prometheus metrics on this port"
@@ -66,8 +53,8 @@ def eval_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def predict_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def predict_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="python -m evaluator predict",
         description="Print the top labels with probabilities for image files (local or gs://).",
     )
@@ -76,7 +63,7 @@ def predict_parser() -> argparse.ArgumentParser:
         required=True,
         help="an exported SavedModel: <run>/export or a version under best/",
     )
-    parser.add_argument("--top-k", type=_positive(int), default=5)
+    parser.add_argument("--top-k", type=positive_int, default=5)
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     return parser
 

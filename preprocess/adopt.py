@@ -15,8 +15,8 @@ import logging
 from typing import BinaryIO
 
 from common import manifest, records, storage
+from common.args import ArgumentParser
 from common.cli import UserError, setup_logging
-from preprocess.args import ArgumentParser
 from preprocess.examples import parse_example
 from preprocess.labels import read_labels_file
 from preprocess.output import SHARD_NAME

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from common.args import ArgumentParser, non_negative_int, positive_int
 from common.cli import UserError, setup_logging
 from preprocess import build, parts, pool
-from preprocess.args import ArgumentParser, non_negative_int, positive_int
 
 DEFAULT_MAX_SIDE = 500
 

@@ -15,8 +15,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from common.args import ArgumentParser, positive_int
 from common.cli import UserError, setup_logging
-from preprocess.args import ArgumentParser, positive_int
 
 log = logging.getLogger("preprocess")
 

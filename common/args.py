@@ -1,4 +1,4 @@
-"""Argument parsing shared by the preprocess commands: bad arguments get one line, exit 2."""
+"""Argument parsing shared by the commands: a bad argument gets one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -32,3 +32,13 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number greater than 0, got {text!r}")
+    return value

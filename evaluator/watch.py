@@ -196,6 +196,7 @@ def watch(options: Options) -> tuple[dict, bool]:
     """Evaluate every new checkpoint once until all runs are done; (leaderboard, finished)."""
     session = Session(options)
     last_news = time.monotonic()
+    board: dict | None = None
     while True:
         started = time.monotonic()
         runs = session.runs()
@@ -205,10 +206,11 @@ def watch(options: Options) -> tuple[dict, bool]:
                 progressed |= session.evaluate(run, checkpoint)
         if progressed:
             last_news = time.monotonic()
-            session.refresh_leaderboard()
+        if progressed or board is None:
+            board = session.refresh_leaderboard()
         if session.finished(runs):
-            return session.refresh_leaderboard(), True
+            return board, True
         if options.timeout is not None and time.monotonic() - last_news > options.timeout:
             log.warning("no new checkpoint for %.0f s; stopping", options.timeout)
-            return session.refresh_leaderboard(), False
+            return board, False
         time.sleep(max(0.0, options.interval - (time.monotonic() - started)))

@@ -1,7 +1,9 @@
-"""One training step: label-smoothed cross-entropy plus the classic L2 weight penalty.
+"""One training step: colour augmentation, label-smoothed cross-entropy, the classic L2 weight
+penalty.
 
-The step pulls its batch from the (distributed) iterator inside the compiled function, so
-the host never touches the images; with --xla the per-replica computation is compiled by XLA.
+The step pulls its batch (uint8 crops) from the (distributed) iterator inside the compiled
+function, so the host never touches the images, and distorts their colours on the device,
+batched; with --xla the per-replica computation is compiled by XLA.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from collections.abc import Callable
 
 import keras
 import tensorflow as tf
+
+from common.data import augment_batch
 
 
 def kernels(model: keras.Model, variables: list) -> list:
@@ -42,28 +46,37 @@ def make_train_step(
     weight_decay: float,
     jit_compile: bool,
 ) -> Callable[[object], tf.Tensor]:
-    """A tf.function(iterator) -> total loss that trains `variables` and advances `step`."""
-    decayed = kernels(model, variables)
-    scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    replicas = strategy.num_replicas_in_sync
+    """A tf.function(iterator) -> cross-entropy that trains `variables` and advances `step`.
 
-    def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    The weight penalty, weight_decay * sum(||w||^2) / 2 over the kernels, enters the gradients
+    directly (as weight_decay * w): the same update as putting it in the loss, without the
+    passes over every weight that differentiating it would cost. `make_penalty` gives its value.
+    """
+    decayed = {id(v) for v in kernels(model, variables)} if weight_decay else set()
+    scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    # Gradients are summed over replicas, so each adds its share of the penalty's.
+    decay = weight_decay / strategy.num_replicas_in_sync
+
+    def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        images = augment_batch(images)
         targets = tf.one_hot(labels, num_classes)
         if label_smoothing:
             targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
         with tf.GradientTape() as tape:
             logits = tf.cast(model(images, training=True), tf.float32)
             per_example = tf.nn.softmax_cross_entropy_with_logits(targets, logits)
-            cross_entropy = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-            penalty = tf.constant(0.0)
-            if weight_decay and decayed:
-                # Gradients are summed over replicas, so each adds its share of the penalty.
-                penalty = weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in decayed]) / replicas
-            loss = cross_entropy + penalty
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             scaled = optimizer.scale_loss(loss) if scales_loss else loss
         grads = tape.gradient(scaled, variables)
+        if decayed:
+            # Scaled like the loss's gradients; the optimizer unscales both together.
+            factor = decay * optimizer.dynamic_scale if scales_loss else decay
+            grads = [
+                g + factor * v if id(v) in decayed else g
+                for g, v in zip(grads, variables, strict=True)
+            ]
         optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return cross_entropy, penalty
+        return loss
 
     if jit_compile:
         replica_step = tf.function(replica_step, jit_compile=True)
@@ -71,9 +84,21 @@ def make_train_step(
     @tf.function
     def train_step(iterator: object) -> tf.Tensor:
         images, labels = next(iterator)
-        cross_entropy, penalty = strategy.run(replica_step, args=(images, labels))
+        loss = strategy.run(replica_step, args=(images, labels))
         step.assign_add(1)
-        total = strategy.reduce("SUM", cross_entropy, axis=None)
-        return total + strategy.reduce("SUM", penalty, axis=None)
+        return strategy.reduce("SUM", loss, axis=None)
 
     return train_step
+
+
+def make_penalty(model: keras.Model, variables: list, weight_decay: float) -> Callable[[], float]:
+    """The current weight penalty, weight_decay * sum(||w||^2) / 2 over the trained kernels."""
+    decayed = kernels(model, variables)
+    if not weight_decay or not decayed:
+        return lambda: 0.0
+
+    @tf.function
+    def penalty() -> tf.Tensor:
+        return weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in decayed])
+
+    return lambda: float(penalty())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
@@ -15,7 +16,7 @@ from common.model import backbone_of, build_classifier, head_of
 from trainer import run_dir
 from trainer.checkpointing import Checkpointer
 from trainer.loop.optimization import make_optimizer, make_schedule
-from trainer.loop.step import make_train_step
+from trainer.loop.step import make_penalty, make_train_step
 from trainer.metrics import TrainMetrics
 from trainer.prepare import Plan
 from trainer.signals import StopRequest
@@ -92,9 +93,17 @@ def run(plan: Plan, metrics: TrainMetrics, stop: StopRequest) -> Result:
         weight_decay=config.weight_decay,
         jit_compile=config.xla,
     )
-    full_step = make_train_step(variables=all_vars, **step_args)
+
+    def phase(until: int, variables: list) -> Phase:
+        return Phase(
+            until,
+            make_train_step(variables=variables, **step_args),
+            make_penalty(model, variables, config.weight_decay),
+        )
+
     warmup_steps = config.head_warmup_steps if config.fine_tune == "all" else 0
-    head_step = make_train_step(variables=head_vars, **step_args) if warmup_steps else None
+    phases = [phase(warmup_steps, head_vars)] if warmup_steps else []
+    phases.append(phase(plan.total_steps, all_vars))
 
     def input_batches(batch_size: int, shuffle_buffer: int) -> tf.data.Dataset:
         return data.train_dataset(
@@ -112,7 +121,7 @@ def run(plan: Plan, metrics: TrainMetrics, stop: StopRequest) -> Result:
         )
     )
     summaries = TrainSummaries(config.run_dir)
-    summaries.images(start, next(iter(input_batches(3, 1)))[0])
+    summaries.images(start, data.augment_batch(next(iter(input_batches(3, 1)))[0]))
 
     log.info(
         "training %s: %d classes, %d examples, batch %d (%.1f steps/epoch), step %d -> %d, "
@@ -131,10 +140,7 @@ def run(plan: Plan, metrics: TrainMetrics, stop: StopRequest) -> Result:
         where,
         ", XLA" if config.xla else "",
     )
-    result = _loop(
-        plan, start, full_step, head_step, warmup_steps, iterator, schedule,
-        checkpointer, summaries, metrics, stop,
-    )  # fmt: skip
+    result = _loop(plan, start, phases, iterator, schedule, checkpointer, summaries, metrics, stop)
     summaries.close()
     if not result.complete:
         return result
@@ -157,12 +163,19 @@ def run(plan: Plan, metrics: TrainMetrics, stop: StopRequest) -> Result:
     return result
 
 
+@dataclasses.dataclass
+class Phase:
+    """Train with `step` (and report `penalty`) until the step counter reaches `until`."""
+
+    until: int
+    step: Callable[[object], tf.Tensor]
+    penalty: Callable[[], float]
+
+
 def _loop(
     plan: Plan,
     start: int,
-    full_step,  # noqa: ANN001 - tf.function
-    head_step,  # noqa: ANN001
-    warmup_steps: int,
+    phases: list[Phase],
     iterator,  # noqa: ANN001
     schedule,  # noqa: ANN001
     checkpointer: Checkpointer,
@@ -177,17 +190,18 @@ def _loop(
     steady_start: tuple[float, int] | None = None  # (time, step) at the end of the 1st interval
     last = time.perf_counter()
     while current < plan.total_steps and not stop.requested:
-        train_step = head_step if current < warmup_steps else full_step
-        if current == warmup_steps and warmup_steps and head_step is not None:
+        phase = next(p for p in phases if current < p.until)
+        if current == phases[0].until and len(phases) > 1:
             log.info("head warm-up done at step %d: training the whole network", current)
-        loss = train_step(iterator)
+        loss = phase.step(iterator)
         current += 1
         now = time.perf_counter()
         metrics.step_done(now - last, batch, current)
         last = now
 
         if current % config.log_every == 0 or current == plan.total_steps:
-            loss_value = float(loss)  # waits for the step: only every log_every steps
+            # Waits for the step: only every log_every steps.
+            loss_value = float(loss) + phase.penalty()
             now = last = time.perf_counter()
             seconds = (now - interval_start) / (current - interval_step)
             lr = float(schedule(current - 1))

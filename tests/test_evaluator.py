@@ -259,3 +259,12 @@ def test_a_sweep_in_a_gcs_bucket(gcs, gcs_bucket, trained_run):
     assert board["runs"][0]["run"] == "lr-0.01"
     assert storage.exists(storage.join(board["best"]["export"], "saved_model.pb"))
     assert storage.list_files(f"{sweep}/runs/lr-0.01/eval")  # events written through gs://
+
+
+def test_timeout_stops_waiting_for_an_unfinished_run_with_exit_code_3(tmp_path, trained_run):
+    sweep = make_sweep(tmp_path, trained_run, "stalled", complete=False)
+    done = evaluator("--sweep-dir", sweep, "--interval", "0.5", "--timeout", "3")
+    assert done.returncode == 3, done.stderr
+    assert "no new checkpoint for 3 s; stopping" in done.stderr
+    assert sorted(steps_of(os.path.join(sweep, "runs", "stalled"))) == list(STEPS)
+    assert "#1 stalled: top-1" in done.stdout  # the verdict so far

@@ -162,6 +162,9 @@ def train_dataset(
     options = tf.data.Options()
     options.deterministic = False
     options.experimental_optimization.map_parallelization = True
+    # Parallelism comes from decoding many images at once; an op splitting one image across
+    # threads would only compete with the training step for the same cores.
+    options.threading.max_intra_op_parallelism = 1
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 

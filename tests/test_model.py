@@ -10,7 +10,15 @@ import sys
 import numpy as np
 import pytest
 
-from tests.trainer_testdata import REPO, error_lines, free_port, write_dataset
+from tests.trainer_testdata import (
+    QUICK,
+    REPO,
+    error_lines,
+    free_port,
+    run_trainer,
+    val_jpegs,
+    write_dataset,
+)
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -79,3 +87,23 @@ def test_imagenet_weights_without_internet_is_one_clear_error(tmp_path) -> None:
     assert line.startswith("error: cannot download the ImageNet weights")
     assert "--weights URI" in line
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_a_mixed_precision_run_exports_a_float32_model(tmp_path) -> None:  # noqa: ANN001
+    """Mixed float16 (the GPU default) trains with loss scaling; the export serves in float32."""
+    data, run_dir = str(tmp_path / "data"), str(tmp_path / "run")
+    write_dataset(data, train_per_class=2, val_per_class=1)
+    result = run_trainer(
+        data, run_dir, *QUICK, "--precision", "mixed", "--fine-tune", "head",
+        "--batch-size", "4", "--steps", "2", "--log-every", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "mixed float16 on CPU" in result.stderr
+    assert "step 2, loss" in result.stderr
+
+    serve = tf.saved_model.load(os.path.join(run_dir, "export")).signatures["serving_default"]
+    # The model's ops live in the graph's function library (a mixed export would cast to half).
+    assert "DT_HALF" not in str(serve.graph.as_graph_def().library)
+    out = serve(image_bytes=tf.constant([jpeg for _, jpeg in val_jpegs(per_class=1)]))
+    assert out["probabilities"].dtype == tf.float32
+    assert out["probabilities"].shape == (3, 3)

@@ -37,6 +37,8 @@ class Plan:
 def prepare(config: TrainConfig, given: set[str]) -> Plan:
     config.data = storage.normalize(config.data)
     config.run_dir = storage.normalize(config.run_dir)
+    if config.weights not in ("imagenet", "none"):
+        config.weights = storage.normalize(config.weights)
     manifest = manifest_lib.load(config.data)
     if manifest.count(TRAIN) == 0 or not manifest.splits[TRAIN].shards:
         raise UserError(f"the dataset {config.data} has no training examples.")

@@ -90,14 +90,16 @@ def test_imagenet_weights_without_internet_is_one_clear_error(tmp_path) -> None:
 
 
 def test_a_mixed_precision_run_exports_a_float32_model(tmp_path) -> None:  # noqa: ANN001
-    """Mixed float16 (the GPU default) trains with loss scaling; the export serves in float32."""
+    """Mixed float16 (the GPU default) trains with loss scaling; the export serves in float32.
+    The batch is larger than the dataset: a warning, and the data repeats."""
     data, run_dir = str(tmp_path / "data"), str(tmp_path / "run")
     write_dataset(data, train_per_class=2, val_per_class=1)
     result = run_trainer(
         data, run_dir, *QUICK, "--precision", "mixed", "--fine-tune", "head",
-        "--batch-size", "4", "--steps", "2", "--log-every", "1",
+        "--batch-size", "8", "--steps", "2", "--log-every", "1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "batch size 8 is larger than the 6 training examples" in result.stderr
     assert "mixed float16 on CPU" in result.stderr
     assert "step 2, loss" in result.stderr
 

@@ -43,31 +43,35 @@ def _devices(precision: str) -> tuple[tf.distribute.Strategy, bool, str]:
     return strategy, mixed, f"{'mixed float16' if mixed else 'float32'} on {where}"
 
 
+@dataclasses.dataclass
+class Phase:
+    """Train with `step` (and report `penalty`) until the step counter reaches `until`."""
+
+    until: int
+    step: Callable[[object], tf.Tensor]
+    penalty: Callable[[], float]
+
+
+@dataclasses.dataclass
+class _Trainee:
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    step: tf.Variable  # the run's step counter, checkpointed
+    schedule: Callable[[tf.Tensor], tf.Tensor]  # step -> learning rate
+    head_vars: list
+    all_vars: list  # everything --fine-tune trains (the head alone with "head")
+
+
 def run(plan: Plan, metrics: TrainMetrics, stop: StopRequest) -> Result:
-    config, manifest = plan.config, plan.manifest
+    config = plan.config
     strategy, mixed, where = _devices(config.precision)
     keras.utils.set_random_seed(config.seed + (plan.resume_step or 0))
-
     with strategy.scope():
-        model = build_classifier(
-            manifest.num_classes,
-            config.image_size,
-            weights=plan.weights_path,
-            dropout=config.dropout,
-            freeze_batchnorm=config.weights != "none",
-        )
-        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        schedule = make_schedule(config, plan.steps_per_epoch, plan.total_steps)
-        optimizer = make_optimizer(config, lambda: schedule(step), mixed)
-        if config.fine_tune == "head":
-            backbone_of(model).trainable = False
-        head_vars = head_of(model).trainable_variables
-        all_vars = model.trainable_variables
-        optimizer.build(all_vars)
+        trainee = _build(plan, mixed)
 
     checkpointer = Checkpointer(
         storage.join(config.run_dir, run_dir.CHECKPOINT_DIR),
-        tf.train.Checkpoint(model=model, optimizer=optimizer, step=step),
+        tf.train.Checkpoint(model=trainee.model, optimizer=trainee.optimizer, step=trainee.step),
         keep=config.keep_checkpoints,
         every_steps=config.checkpoint_every,
         every_minutes=config.checkpoint_minutes,
@@ -82,73 +86,88 @@ def run(plan: Plan, metrics: TrainMetrics, stop: StopRequest) -> Result:
     metrics.global_step.set(start)
     metrics.target_steps.set(plan.total_steps)
 
-    step_args = dict(
-        model=model,
-        optimizer=optimizer,
-        strategy=strategy,
-        step=step,
-        num_classes=manifest.num_classes,
-        global_batch=config.batch_size,
-        label_smoothing=config.label_smoothing,
-        weight_decay=config.weight_decay,
-        jit_compile=config.xla,
-    )
-
-    def phase(until: int, variables: list) -> Phase:
-        return Phase(
-            until,
-            make_train_step(variables=variables, **step_args),
-            make_penalty(model, variables, config.weight_decay),
-        )
-
-    warmup_steps = config.head_warmup_steps if config.fine_tune == "all" else 0
-    phases = [phase(warmup_steps, head_vars)] if warmup_steps else []
-    phases.append(phase(plan.total_steps, all_vars))
-
     def input_batches(batch_size: int, shuffle_buffer: int) -> tf.data.Dataset:
         return data.train_dataset(
             config.data,
-            manifest,
+            plan.manifest,
             config.image_size,
             batch_size,
             shuffle_buffer=shuffle_buffer,
             seed=config.seed + start,
         )
 
-    iterator = iter(
-        strategy.experimental_distribute_dataset(
-            input_batches(config.batch_size, config.shuffle_buffer)
-        )
-    )
+    batches = input_batches(config.batch_size, config.shuffle_buffer)
+    iterator = iter(strategy.experimental_distribute_dataset(batches))
     summaries = TrainSummaries(config.run_dir)
     summaries.images(start, data.augment_batch(next(iter(input_batches(3, 1)))[0]))
-
     log.info(
         "training %s: %d classes, %d examples, batch %d (%.1f steps/epoch), step %d -> %d, "
         "%s lr %g, fine-tune %s, weights %s, %s%s",
-        plan.run_name,
-        manifest.num_classes,
-        manifest.count("train"),
-        config.batch_size,
-        plan.steps_per_epoch,
-        start,
-        plan.total_steps,
-        config.optimizer,
-        config.lr,
-        config.fine_tune,
-        config.weights,
-        where,
-        ", XLA" if config.xla else "",
-    )
-    result = _loop(plan, start, phases, iterator, schedule, checkpointer, summaries, metrics, stop)
+        plan.run_name, plan.manifest.num_classes, plan.manifest.count("train"),
+        config.batch_size, plan.steps_per_epoch, start, plan.total_steps, config.optimizer,
+        config.lr, config.fine_tune, config.weights, where, ", XLA" if config.xla else "",
+    )  # fmt: skip
+    phases = _phases(plan, trainee, strategy)
+    result = _loop(plan, start, phases, iterator, trainee.schedule, checkpointer, summaries,
+                   metrics, stop)  # fmt: skip
     summaries.close()
-    if not result.complete:
-        return result
+    if result.complete:
+        _finish(plan, trainee.model if not mixed else _float32_copy(trainee.model, plan), result)
+    return result
 
+
+def _build(plan: Plan, mixed: bool) -> _Trainee:
+    """Model, step counter, schedule and optimizer (call inside the strategy's scope)."""
+    config = plan.config
+    model = build_classifier(
+        plan.manifest.num_classes,
+        config.image_size,
+        weights=plan.weights_path,
+        dropout=config.dropout,
+        freeze_batchnorm=config.weights != "none",
+    )
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    schedule = make_schedule(config, plan.steps_per_epoch, plan.total_steps)
+    optimizer = make_optimizer(config, lambda: schedule(step), mixed)
+    if config.fine_tune == "head":
+        backbone_of(model).trainable = False
+    all_vars = model.trainable_variables
+    # Built for every variable up front, so a checkpoint restores its slots right away and a
+    # head warm-up phase can update a subset.
+    optimizer.build(all_vars)
+    return _Trainee(model, optimizer, step, schedule, head_of(model).trainable_variables, all_vars)
+
+
+def _phases(plan: Plan, trainee: _Trainee, strategy: tf.distribute.Strategy) -> list[Phase]:
+    """An optional head warm-up, then training of everything --fine-tune names."""
+    config = plan.config
+
+    def phase(until: int, variables: list) -> Phase:
+        train_step = make_train_step(
+            model=trainee.model,
+            optimizer=trainee.optimizer,
+            strategy=strategy,
+            variables=variables,
+            step=trainee.step,
+            num_classes=plan.manifest.num_classes,
+            global_batch=config.batch_size,
+            label_smoothing=config.label_smoothing,
+            weight_decay=config.weight_decay,
+            jit_compile=config.xla,
+        )
+        return Phase(until, train_step, make_penalty(trainee.model, variables, config.weight_decay))
+
+    warmup = config.head_warmup_steps if config.fine_tune == "all" else 0
+    phases = [phase(warmup, trainee.head_vars)] if warmup else []
+    return [*phases, phase(plan.total_steps, trainee.all_vars)]
+
+
+def _finish(plan: Plan, model: keras.Model, result: Result) -> None:
+    """The export, then complete.json: written last, it marks the run finished."""
+    config = plan.config
     export_uri = storage.join(config.run_dir, run_dir.EXPORT_DIR)
     started = time.perf_counter()
-    export_model(_float32_copy(model, plan) if mixed else model,
-                 manifest.labels, config.image_size, export_uri)  # fmt: skip
+    export_model(model, plan.manifest.labels, config.image_size, export_uri)
     log.info("exported the model to %s (%.1f s)", export_uri, time.perf_counter() - started)
     run_dir.write_complete(
         config.run_dir,
@@ -160,16 +179,6 @@ def run(plan: Plan, metrics: TrainMetrics, stop: StopRequest) -> Result:
         },
     )
     log.info("run complete at step %d: %s", result.final_step, config.run_dir)
-    return result
-
-
-@dataclasses.dataclass
-class Phase:
-    """Train with `step` (and report `penalty`) until the step counter reaches `until`."""
-
-    until: int
-    step: Callable[[object], tf.Tensor]
-    penalty: Callable[[], float]
 
 
 def _loop(

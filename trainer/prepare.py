@@ -54,22 +54,10 @@ def prepare(config: TrainConfig, given: set[str]) -> Plan:
     hparams = run_dir.build_hparams(config, manifest, state, changes)
 
     complete = state.complete
-    if complete and not changes and int(complete.get("final_step", -1)) >= total:
-        return Plan(
-            config,
-            manifest,
-            hparams,
-            total,
-            hparams["steps_per_epoch"],
-            storage.basename(config.run_dir),
-            state.checkpoint_step,
-            False,
-            None,
-            complete,
-        )
+    done = bool(complete) and not changes and int(complete.get("final_step", -1)) >= total
     fresh = state.checkpoint_step is None
-    weights_path = weights.resolve(config.weights) if fresh else None
-    if config.batch_size > manifest.count(TRAIN):
+    weights_path = weights.resolve(config.weights) if fresh and not done else None
+    if config.batch_size > manifest.count(TRAIN) and not done:
         log.warning(
             "warning: batch size %d is larger than the %d training examples; examples repeat "
             "within each batch",
@@ -86,5 +74,5 @@ def prepare(config: TrainConfig, given: set[str]) -> Plan:
         resume_step=state.checkpoint_step,
         hparams_changed=fresh or bool(changes),
         weights_path=weights_path,
-        already_complete=None,
+        already_complete=complete if done else None,
     )

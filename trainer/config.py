@@ -227,8 +227,6 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, set[str]]:
     """The configuration and the names of the fields given on the command line."""
     given = vars(build_parser().parse_args(argv))
     config = TrainConfig(**given)
-    if config.head_warmup_steps and config.fine_tune == "head":
-        raise UserError("--head-warmup-steps only applies with --fine-tune all.")
     if config.weights.lower() in ("imagenet", "none"):
         config.weights = config.weights.lower()
     return config, set(given)

@@ -285,18 +285,28 @@ def main() -> None:
     p.add_argument("--xla", action="store_true", help="XLA for both training variants")
     p.add_argument("--skip-input", action="store_true")
     p.add_argument("--skip-training", action="store_true")
+    p.add_argument(
+        "--image-size", type=int, help="training check (default 299 with --gpu, else 128)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, help="training check (default 128 with --gpu, else 16)"
+    )
+    p.add_argument("--steps", type=int, help="training check (default 300 with --gpu, else 50)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     uri = make_dataset(os.path.abspath(args.out), args.images or (2048 if args.gpu else 1024))
     if not args.skip_input:
-        bench_input(uri, 299, batch_size=128 if args.gpu else 64, batches=40 if args.gpu else 24,
-                    rounds=args.rounds)  # fmt: skip
+        batch, batches = (128, 40) if args.gpu else (64, 24)
+        bench_input(uri, 299, batch, batches, rounds=args.rounds)
     if not args.skip_training:
-        if args.gpu:
-            bench_training(uri, 299, 128, 300, 50, rounds=1, mixed=True, xla=args.xla)
-        else:
-            bench_training(uri, 128, 16, 50, 10, rounds=args.rounds, mixed=False, xla=args.xla)
+        size = args.image_size or (299 if args.gpu else 128)
+        batch = args.batch_size or (128 if args.gpu else 16)
+        steps = args.steps or (300 if args.gpu else 50)
+        rounds = 1 if args.gpu else args.rounds
+        # The first steps (tracing, autotuning, GPU warm-up) are not timed.
+        skip = max(2, steps // 6 if args.gpu else steps // 5)
+        bench_training(uri, size, batch, steps, skip, rounds=rounds, mixed=args.gpu, xla=args.xla)
 
 
 if __name__ == "__main__":

@@ -48,11 +48,24 @@ def test_logits_are_float32_and_sized_by_the_classes_even_under_mixed_precision(
     assert model.backbone_of(net).compute_dtype == "float16"
 
 
-def test_backbone_weights_file_round_trip(tmp_path) -> None:  # noqa: ANN001
+def _save_legacy_h5(backbone: keras.Model, path: str) -> None:
+    """The HDF5 layout of Keras' own ImageNet file (..._notop.h5), which Keras 3 still reads."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
+
+
+@pytest.mark.parametrize("name", ["backbone.weights.h5", "backbone_notop.h5"])
+def test_backbone_weights_file_round_trip(tmp_path, name: str) -> None:  # noqa: ANN001
     """Weights saved from one backbone load into a new classifier: the same features."""
     source = model.build_classifier(3, 75)
-    path = str(tmp_path / "backbone.weights.h5")
-    model.backbone_of(source).save_weights(path)
+    path = str(tmp_path / name)
+    if name.endswith(".weights.h5"):
+        model.backbone_of(source).save_weights(path)
+    else:
+        _save_legacy_h5(model.backbone_of(source), path)
 
     loaded = model.build_classifier(3, 75, weights=path)
     fresh = model.build_classifier(3, 75)

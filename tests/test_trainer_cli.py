@@ -23,8 +23,12 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _fails(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    """Run main in-process; it must return 2 and say exactly one line on stderr."""
-    assert run_main(main, argv) == 2
+    """Run main in-process; it must exit with 2 and say exactly one line on stderr."""
+    try:
+        code = run_main(main, argv)
+    except SystemExit as exit_:  # argparse's errors exit from inside parse_args
+        code = exit_.code
+    assert code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: ")

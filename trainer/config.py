@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Any
 
-from common.cli import UserError
+from common.args import ArgumentParser
 from common.model import DEFAULT_DROPOUT, MIN_IMAGE_SIZE
 
 FINE_TUNE_MODES = ("all", "head")
@@ -74,13 +74,6 @@ def hparam_names() -> list[str]:
 # ---------------------------------------------------------------- command line
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one sentence (a UserError), not usage + error."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see python -m trainer --help).")
-
-
 def _checked(kind: type, test: Any, what: str) -> Any:
     def convert(text: str) -> Any:
         try:
@@ -105,7 +98,7 @@ _port = _checked(int, lambda v: 0 <= v <= 65535, "a port number (0-65535)")
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = _Parser(
+    p = ArgumentParser(
         prog="python -m trainer",
         description="Fine-tune an ImageNet-pretrained Inception-v3 on a dataset written by "
         "`python -m preprocess`. Started again on the same --run-dir, it resumes from the "

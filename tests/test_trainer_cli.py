@@ -122,3 +122,11 @@ def test_the_real_process_exits_2_without_a_traceback(tmp_path) -> None:  # noqa
     assert result.returncode == 2
     assert len(error_lines(result.stderr)) == 1
     assert "Traceback" not in result.stderr
+
+
+def test_dataset_missing_a_shard(capsys: pytest.CaptureFixture, tmp_path) -> None:  # noqa: ANN001
+    data = str(tmp_path / "data")
+    write_dataset(data, train_per_class=2, val_per_class=1, train_shards=2)
+    os.remove(os.path.join(data, "train-00001-of-00002"))
+    line = _fails(capsys, ["--data", data, "--run-dir", str(tmp_path / "run")])
+    assert "lacks 1 of its 2 training shards (first: train-00001-of-00002)" in line

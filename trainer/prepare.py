@@ -44,6 +44,7 @@ def prepare(config: TrainConfig, given: set[str]) -> Plan:
         raise UserError(f"the dataset {config.data} has no training examples.")
     if manifest.num_classes < 2:
         raise UserError(f"the dataset {config.data} has one class; a classifier needs two or more.")
+    _check_shards(config.data, manifest)
     storage.check_writable_location(config.run_dir)
 
     state = run_dir.inspect(config.run_dir)
@@ -76,3 +77,14 @@ def prepare(config: TrainConfig, given: set[str]) -> Plan:
         weights_path=weights_path,
         already_complete=complete if done else None,
     )
+
+
+def _check_shards(data: str, manifest: manifest_lib.Manifest) -> None:
+    """Every training shard the manifest names is there (one listing, not one call per shard)."""
+    present = {storage.basename(uri) for uri in storage.list_files(data)}
+    missing = [name for name in manifest.splits[TRAIN].shards if name not in present]
+    if missing:
+        raise UserError(
+            f"the dataset {data} lacks {len(missing)} of its {len(manifest.splits[TRAIN].shards)} "
+            f"training shards (first: {missing[0]}); copy it again or rerun preprocess."
+        )

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from common import data, storage
+from common.cli import UserError
 from common.export import export_model
 from common.model import backbone_of, build_classifier, head_of
 from trainer import run_dir
@@ -108,8 +109,15 @@ def run(plan: Plan, metrics: TrainMetrics, stop: StopRequest) -> Result:
         config.lr, config.fine_tune, config.weights, where, ", XLA" if config.xla else "",
     )  # fmt: skip
     phases = _phases(plan, trainee, strategy)
-    result = _loop(plan, start, phases, iterator, trainee.schedule, checkpointer, summaries,
-                   metrics, stop)  # fmt: skip
+    try:
+        result = _loop(plan, start, phases, iterator, trainee.schedule, checkpointer, summaries,
+                       metrics, stop)  # fmt: skip
+    except tf.errors.ResourceExhaustedError as exc:
+        raise UserError(
+            f"out of memory with --batch-size {config.batch_size} at --image-size "
+            f"{config.image_size} ({_first_line(exc)}); try a smaller batch. Training resumes "
+            "from the last checkpoint."
+        ) from exc
     summaries.close()
     if result.complete:
         _finish(plan, trainee.model if not mixed else _float32_copy(trainee.model, plan), result)
@@ -245,6 +253,10 @@ def _loop(
     if steady_start is not None and current > steady_start[1]:
         rate = (current - steady_start[1]) * batch / (loop_end - steady_start[0])
     return Result(current, current >= plan.total_steps, rate)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _float32_copy(model: keras.Model, plan: Plan) -> keras.Model:

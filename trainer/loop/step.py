@@ -57,7 +57,7 @@ def make_train_step(
     # Gradients are summed over replicas, so each adds its share of the penalty's.
     decay = weight_decay / strategy.num_replicas_in_sync
 
-    def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    def loss_and_grads(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, list]:
         images = augment_batch(images)
         targets = tf.one_hot(labels, num_classes)
         if label_smoothing:
@@ -75,11 +75,17 @@ def make_train_step(
                 g + factor * v if id(v) in decayed else g
                 for g, v in zip(grads, variables, strict=True)
             ]
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return loss
+        return loss, grads
 
     if jit_compile:
-        replica_step = tf.function(replica_step, jit_compile=True)
+        # XLA compiles the computation; the update stays outside, where the optimizer may
+        # talk to the other replicas (a cross-replica merge cannot be compiled).
+        loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
+
+    def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        loss, grads = loss_and_grads(images, labels)
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return loss
 
     @tf.function
     def train_step(iterator: object) -> tf.Tensor:

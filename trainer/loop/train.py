@@ -34,13 +34,19 @@ class Result:
     examples_per_sec: float | None
 
 
-def _devices(precision: str) -> tuple[tf.distribute.Strategy, bool, str]:
-    """Every visible GPU through MirroredStrategy; mixed precision on GPUs unless told."""
+def _devices(
+    precision: str, strategy: tf.distribute.Strategy | None
+) -> tuple[tf.distribute.Strategy, bool, str]:
+    """Every visible GPU through MirroredStrategy (unless given one); mixed precision on GPUs
+    unless told otherwise."""
     gpus = tf.config.list_physical_devices("GPU")
     mixed = precision == "mixed" or (precision == "auto" and bool(gpus))
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    strategy = tf.distribute.MirroredStrategy() if gpus else tf.distribute.get_strategy()
+    if strategy is None:
+        strategy = tf.distribute.MirroredStrategy() if gpus else tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
     where = f"{len(gpus)} GPU(s)" if gpus else "CPU"
+    where += f", {replicas} replicas" if replicas > 1 else ""
     return strategy, mixed, f"{'mixed float16' if mixed else 'float32'} on {where}"
 
 
@@ -63,9 +69,18 @@ class _Trainee:
     all_vars: list  # everything --fine-tune trains (the head alone with "head")
 
 
-def run(plan: Plan, metrics: TrainMetrics, stop: StopRequest) -> Result:
+def run(
+    plan: Plan,
+    metrics: TrainMetrics,
+    stop: StopRequest,
+    strategy: tf.distribute.Strategy | None = None,
+) -> Result:
+    """Train the plan to its last step (or to a stop request); export and mark it complete.
+
+    strategy: by default MirroredStrategy over every visible GPU, or the CPU's default one.
+    """
     config = plan.config
-    strategy, mixed, where = _devices(config.precision)
+    strategy, mixed, where = _devices(config.precision, strategy)
     keras.utils.set_random_seed(config.seed + (plan.resume_step or 0))
     with strategy.scope():
         trainee = _build(plan, mixed)

@@ -7,6 +7,7 @@ of TensorFlow's start-up cost; tests check the bytes against TensorFlow's own pa
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -63,36 +64,45 @@ def _int64_feature(value: int) -> bytes:
     return _field(3, _field(1, _varint(value)))  # Feature.int64_list { packed value }
 
 
+def _entry(key: str, value: bytes | str | int) -> bytes:
+    """One entry of Features.feature, the map from key to Feature."""
+    if isinstance(value, bool) or not isinstance(value, (bytes, str, int)):
+        raise TypeError(f"unsupported feature type for {key}: {type(value).__name__}")
+    if isinstance(value, int):
+        feature = _int64_feature(value)
+    else:
+        feature = _bytes_feature(value.encode("utf-8") if isinstance(value, str) else value)
+    return _field(1, _field(1, key.encode("utf-8")) + _field(2, feature))
+
+
 def encode_example(features: dict[str, bytes | str | int]) -> bytes:
     """Serialize a tf.train.Example from {key: bytes | str | int}."""
-    entries = []
-    for key, value in features.items():
-        if isinstance(value, bool) or not isinstance(value, (bytes, str, int)):
-            raise TypeError(f"unsupported feature type for {key}: {type(value).__name__}")
-        if isinstance(value, int):
-            feature = _int64_feature(value)
-        else:
-            feature = _bytes_feature(value.encode("utf-8") if isinstance(value, str) else value)
-        entries.append(_field(1, _field(1, key.encode("utf-8")) + _field(2, feature)))
-    return _field(1, b"".join(entries))  # Example.features { feature map }
+    return _field(1, b"".join(_entry(k, v) for k, v in features.items()))
+
+
+# At a thousand records a second, encoding the same entries again showed in profiles.
+_FIXED_ENTRIES = (
+    _entry(KEY_CHANNELS, 3) + _entry(KEY_COLORSPACE, "RGB") + _entry(KEY_FORMAT, "JPEG")
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _class_entries(label: int, text: str) -> bytes:
+    return _entry(KEY_LABEL, label) + _entry(KEY_TEXT, text)
 
 
 def image_example(
     *, jpeg: bytes, height: int, width: int, filename: str, label: int, text: str
 ) -> bytes:
     """A record of the product's schema: an RGB JPEG and its class."""
-    return encode_example(
-        {
-            KEY_ENCODED: jpeg,
-            KEY_HEIGHT: height,
-            KEY_WIDTH: width,
-            KEY_CHANNELS: 3,
-            KEY_COLORSPACE: "RGB",
-            KEY_FORMAT: "JPEG",
-            KEY_FILENAME: filename,
-            KEY_LABEL: label,
-            KEY_TEXT: text,
-        }
+    return _field(
+        1,  # Example.features { feature map }
+        _entry(KEY_ENCODED, jpeg)
+        + _entry(KEY_HEIGHT, height)
+        + _entry(KEY_WIDTH, width)
+        + _entry(KEY_FILENAME, filename)
+        + _FIXED_ENTRIES
+        + _class_entries(label, text),
     )
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -41,8 +43,23 @@ class StorageError(UserError):
     """A storage operation failed in a way the user can act on."""
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 def is_gcs(uri: str) -> bool:
-    return uri.startswith(GCS_SCHEME)
+    """True for gs://; a local path is False; any other scheme is refused here, in one place.
+
+    Taking `s3://bucket/run` for a local folder would write a run into `./s3:/bucket/run` and
+    lose it with the pod, so every URI a command touches passes through this check.
+    """
+    if uri.startswith(GCS_SCHEME):
+        return True
+    match = _SCHEME.match(uri)
+    if match and match.group(1).lower() != "file":
+        raise StorageError(
+            f"{uri!r}: {match.group(1)}:// is not supported; use a local path or gs://BUCKET/PATH."
+        )
+    return False
 
 
 def join(base: str, *parts: str) -> str:
@@ -61,6 +78,8 @@ def basename(uri: str) -> str:
 
 def normalize(uri: str) -> str:
     """A canonical spelling: absolute local paths, gs:// without a trailing slash."""
+    if not uri.strip():
+        raise StorageError("an empty path was given where a local path or gs:// URI is needed.")
     if is_gcs(uri):
         return uri.rstrip("/") if uri.rstrip("/") != "gs:" else uri
     if uri.startswith("file://"):
@@ -254,6 +273,61 @@ def _write_local_atomic(path: str, data: bytes, *, if_absent: bool) -> None:
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def read_versioned(uri: str) -> tuple[bytes, str] | None:
+    """An object's bytes and a version token for write_if_version; None when it is absent.
+
+    GCS: the object's generation. Local: a digest of the content, which write_if_version
+    compares under a file lock (the lease files this serves always change content).
+    """
+    if not is_gcs(uri):
+        try:
+            data = read_bytes(uri)
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+    with _gcs_errors(uri, "read"):
+        blob = _blob(uri)
+        try:
+            data = blob.download_as_bytes()
+        except Exception as exc:
+            from google.api_core import exceptions as gexc
+
+            if isinstance(exc, gexc.NotFound):
+                return None
+            raise
+        return data, str(blob.generation)
+
+
+def write_if_version(uri: str, data: bytes, version: str | None) -> str | None:
+    """Replace an object only if it is still at `version` (None: only if absent).
+
+    Returns the new version when written, None when someone else wrote or created it first
+    (compare-and-swap: GCS by generation precondition, local by an exclusive lock on a hidden
+    sibling file).
+    """
+    if is_gcs(uri):
+        if len(data) > _SIMPLE_UPLOAD_MAX:
+            raise ValueError("conditional writes are limited to 8 MiB objects")
+        blob = _blob(uri)
+        try:
+            with _gcs_errors(uri, "write"):
+                blob.upload_from_string(data, if_generation_match=int(version or 0))
+        except FileExistsError:
+            return None
+        return str(blob.generation)
+    import fcntl
+
+    directory, name = os.path.split(uri)
+    os.makedirs(directory or ".", exist_ok=True)
+    with open(os.path.join(directory, f".{name}.lock"), "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        current = read_versioned(uri)
+        if (current[1] if current else None) != version:
+            return None
+        _write_local_atomic(uri, data, if_absent=False)
+        return hashlib.sha256(data).hexdigest()
 
 
 def _remove_quietly(path: str) -> None:

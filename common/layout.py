@@ -1,0 +1,219 @@
+"""Run and sweep directories: the one place their file names and small JSON files are spelled.
+
+The trainer writes a run, the evaluator and the launcher read it; the launcher writes a sweep,
+the evaluator reads it. All three go through this module, so a name changes in one place.
+
+    <sweep>/sweep.json              what was launched (written first by the launcher)
+    <sweep>/runs/<run>/             one per candidate, named by run_name_for_lr (lr-0.01)
+        hparams.json  checkpoints/  train/  eval/  export/  complete.json  stop.json
+        trainer.lease.json          the one trainer allowed to write this run
+    <sweep>/leaderboard.json        the evaluator's ranking
+    <sweep>/best/<version>/         exports of the best checkpoint so far
+    <sweep>/evaluator.lease.json    the one evaluator allowed to write this sweep
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+from typing import Any
+
+from common import storage
+from common.cli import UserError
+
+RUN_FORMAT = "inception-finetune-run/1"
+SWEEP_FORMAT = "inception-finetune-sweep/1"
+
+# A run directory.
+HPARAMS = "hparams.json"
+COMPLETE = "complete.json"
+STOP = "stop.json"
+TRAINER_LEASE = "trainer.lease.json"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_NAME = "ckpt"  # tf.train.CheckpointManager's checkpoint_name: ckpt-<step>
+CHECKPOINT_STATE = "checkpoint"  # the CheckpointManager's state file
+EXPORT = "export"
+TRAIN_EVENTS = "train"
+EVAL = "eval"
+
+# A sweep directory.
+SWEEP = "sweep.json"
+RUNS = "runs"
+LEADERBOARD = "leaderboard.json"
+BEST = "best"
+EVALUATOR_LEASE = "evaluator.lease.json"
+
+_CKPT_INDEX = re.compile(rf"^{CHECKPOINT_NAME}-(\d+)\.index$")
+_STATE_LATEST = re.compile(rf'^model_checkpoint_path: "(?:.*/)?{CHECKPOINT_NAME}-(\d+)"', re.M)
+
+
+def now() -> str:
+    """UTC time as written into every file here."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_name_for_lr(lr: float) -> str:
+    """`lr-0.01`, `lr-1e-05`: the shortest spelling that reads back as the same float."""
+    return f"lr-{lr!r}" if float(f"{lr:g}") != lr else f"lr-{lr:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    prefix: str  # what tf.train.Checkpoint.read() takes: .../checkpoints/ckpt-<step>
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    """The paths of one run directory (local or gs://)."""
+
+    uri: str
+
+    @classmethod
+    def at(cls, uri: str) -> RunDir:
+        return cls(storage.normalize(uri))
+
+    @property
+    def name(self) -> str:
+        return storage.basename(self.uri)
+
+    def path(self, *parts: str) -> str:
+        return storage.join(self.uri, *parts)
+
+    hparams_uri = property(lambda self: self.path(HPARAMS))
+    complete_uri = property(lambda self: self.path(COMPLETE))
+    stop_uri = property(lambda self: self.path(STOP))
+    lease_uri = property(lambda self: self.path(TRAINER_LEASE))
+    checkpoints_dir = property(lambda self: self.path(CHECKPOINTS))
+    export_dir = property(lambda self: self.path(EXPORT))
+    train_dir = property(lambda self: self.path(TRAIN_EVENTS))
+    eval_dir = property(lambda self: self.path(EVAL))
+
+    def has_hparams(self) -> bool:
+        return storage.exists(self.hparams_uri)
+
+    def hparams(self) -> dict[str, Any] | None:
+        return read_json_or_none(self.hparams_uri, "hyperparameters")
+
+    def complete(self) -> dict[str, Any] | None:
+        return read_json_or_none(self.complete_uri, "completion record")
+
+    def stop_request(self) -> dict[str, Any] | None:
+        return read_json_or_none(self.stop_uri, "stop request")
+
+    def is_complete(self) -> bool:
+        return storage.exists(self.complete_uri)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Checkpoints whose index file exists (TensorFlow writes it last), oldest first."""
+        found = []
+        for uri in storage.list_files(self.checkpoints_dir):
+            match = _CKPT_INDEX.match(storage.basename(uri))
+            if match:
+                found.append(Checkpoint(int(match.group(1)), uri[: -len(".index")]))
+        return sorted(found, key=lambda c: c.step)
+
+    def latest_checkpoint_step(self) -> int | None:
+        """The step of the newest checkpoint named in the CheckpointManager's state file."""
+        try:
+            text = storage.read_text(self.path(CHECKPOINTS, CHECKPOINT_STATE))
+        except FileNotFoundError:
+            return None
+        match = _STATE_LATEST.search(text)
+        return int(match.group(1)) if match else None
+
+    def save_hparams(self, hparams: dict[str, Any]) -> None:
+        storage.write_json(self.hparams_uri, hparams)
+
+    def save_complete(self, info: dict[str, Any]) -> None:
+        storage.write_json(self.complete_uri, info)
+
+
+def read_json_or_none(uri: str, what: str) -> Any:
+    """A small JSON file, None when absent; unreadable JSON is one sentence naming the file."""
+    try:
+        return storage.read_json(uri)
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{uri} ({what}) is not valid JSON ({exc}); fix or move it away.") from exc
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One run of a sweep: its directory name under runs/ and its learning rate."""
+
+    run: str
+    lr: float
+
+
+@dataclasses.dataclass
+class Sweep:
+    """sweep.json: what was launched, written before any run starts.
+
+    The evaluator waits for every candidate named here; a refine appends candidates.
+    """
+
+    name: str
+    data: str
+    candidates: list[Candidate]
+    trainer_args: list[str] = dataclasses.field(default_factory=list)  # shared trainer flags
+    early_stop: dict[str, Any] = dataclasses.field(default_factory=lambda: {"rule": "none"})
+    created: str = ""
+    format: str = SWEEP_FORMAT
+
+    def run_names(self) -> list[str]:
+        return [c.run for c in self.candidates]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = SWEEP) -> Sweep:
+        try:
+            candidates = [Candidate(str(c["run"]), float(c["lr"])) for c in data["candidates"]]
+            fields = {f.name for f in dataclasses.fields(cls)}
+            rest = {k: v for k, v in data.items() if k in fields and k != "candidates"}
+            return cls(candidates=candidates, **rest)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UserError(f"{where} is not a valid sweep description ({exc}).") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepDir:
+    """The paths of one sweep directory (local or gs://)."""
+
+    uri: str
+
+    @classmethod
+    def at(cls, uri: str) -> SweepDir:
+        return cls(storage.normalize(uri))
+
+    @property
+    def name(self) -> str:
+        return storage.basename(self.uri)
+
+    sweep_uri = property(lambda self: storage.join(self.uri, SWEEP))
+    runs_dir = property(lambda self: storage.join(self.uri, RUNS))
+    leaderboard_uri = property(lambda self: storage.join(self.uri, LEADERBOARD))
+    best_dir = property(lambda self: storage.join(self.uri, BEST))
+    lease_uri = property(lambda self: storage.join(self.uri, EVALUATOR_LEASE))
+
+    def run(self, name: str) -> RunDir:
+        return RunDir(storage.join(self.runs_dir, name))
+
+    def runs(self) -> list[RunDir]:
+        """Every runs/<name>/ that has its hparams.json (written before step 1)."""
+        runs = [RunDir(uri) for uri in storage.list_dirs(self.runs_dir)]
+        return [run for run in runs if run.has_hparams()]
+
+    def load(self) -> Sweep | None:
+        data = read_json_or_none(self.sweep_uri, "sweep description")
+        return None if data is None else Sweep.from_dict(data, where=self.sweep_uri)
+
+    def save(self, sweep: Sweep) -> None:
+        storage.write_json(self.sweep_uri, sweep.to_dict())
+
+    def leaderboard(self) -> dict[str, Any] | None:
+        return read_json_or_none(self.leaderboard_uri, "leaderboard")

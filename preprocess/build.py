@@ -50,7 +50,10 @@ def build(opts: Options) -> Outcome:
     started = time.monotonic()
     out = storage.normalize(opts.out)
     plan, listing_skips = _plan(opts, out)
-
+    planned = output.planned_names(
+        out, [job.name for job in plan.jobs], plan.fingerprint, opts.task_count
+    )
+    owned = output.claim(out, planned, plan.labels, opts.task_count)
     output.mark_incomplete(out)
     jobs = plan.jobs_for_task(opts.task_index, opts.task_count)
     mine = _write(opts, out, plan, jobs)
@@ -65,7 +68,7 @@ def build(opts: Options) -> Outcome:
         return Outcome(plan, mine, None, seconds)
     result = assemble_manifest(opts, out, plan, everyone, listing_skips)
     summary.log_run(result, mine, seconds)
-    _publish(opts, out, plan, result, listing_skips)
+    _publish(opts, out, result, listing_skips, owned, planned)
     return Outcome(plan, mine, result, seconds)
 
 
@@ -110,13 +113,17 @@ def _write(opts: Options, out: str, plan: Plan, jobs: list[ShardJob]) -> list[Sh
 
 
 def _publish(
-    opts: Options, out: str, plan: Plan, result: manifest.Manifest, listing_skips: list[Skip]
+    opts: Options,
+    out: str,
+    result: manifest.Manifest,
+    listing_skips: list[Skip],
+    owned: output.Names,
+    planned: output.Names,
 ) -> None:
     """Mark the dataset complete, unless it must not be used; clear what earlier runs left."""
     _fail_if_empty_class(result)
     _fail_if_strict(opts, _image_skips(result, listing_skips), publish=True)
-    output.remove_stale_shards(out, {job.name for job in plan.jobs})
-    parts.remove_other_runs_parts(out, plan.fingerprint)
+    output.remove_earlier_runs(out, owned, planned)
     manifest.save(out, result)
     log.info("wrote %s: the dataset is complete", manifest.manifest_uri(out))
 
@@ -152,7 +159,7 @@ def assemble_manifest(
 
 def _source(opts: Options, plan: Plan) -> dict[str, object]:
     return {
-        "tool": "python -m preprocess",
+        "tool": output.TOOL,
         "train_dir": storage.normalize(opts.train_dir),
         "val_dir": storage.normalize(opts.val_dir),
         "labels_file": opts.labels_file,

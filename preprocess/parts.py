@@ -4,11 +4,11 @@ Each task writes its shards, then a small part file named by the run's fingerpri
 that then finds all K parts of its run writes the manifest; if two do so at once they write
 the same content, so the double write is harmless. Parts stay after the manifest is written:
 a task retried later must still find its siblings' parts to restore the manifest it removed.
+The next run removes them (preprocess/output.py), as it does every file a run of ours wrote.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 
@@ -26,8 +26,13 @@ def task_index_default() -> int:
     return int(raw) if raw.strip().isdigit() else -1
 
 
+def part_name(fingerprint: str, index: int, count: int) -> str:
+    """A task's part file, relative to the output folder."""
+    return f"{PARTS_DIR}/{fingerprint}/part-{index:05d}-of-{count:05d}.json"
+
+
 def part_uri(out_dir: str, fingerprint: str, index: int, count: int) -> str:
-    return storage.join(out_dir, PARTS_DIR, fingerprint, f"part-{index:05d}-of-{count:05d}.json")
+    return storage.join(out_dir, *part_name(fingerprint, index, count).split("/"))
 
 
 def write_part(
@@ -62,22 +67,3 @@ def read_all_parts(out_dir: str, fingerprint: str, count: int) -> list[ShardResu
         data = storage.read_json(storage.join(folder, name))
         results.extend(ShardResult.from_json(shard) for shard in data["shards"])
     return results
-
-
-def remove_other_runs_parts(out_dir: str, fingerprint: str) -> None:
-    """Part files of earlier runs describe shards that no longer exist."""
-    root = storage.join(out_dir, PARTS_DIR)
-    for uri in storage.list_files(root, recursive=True):
-        relative = uri[len(root) + 1 :]
-        if not relative.startswith(fingerprint + "/"):
-            storage.delete(uri)
-    if not storage.is_gcs(root):
-        _remove_empty_dirs(root)
-
-
-def _remove_empty_dirs(root: str) -> None:
-    if not os.path.isdir(root):
-        return
-    for folder, _dirs, _files in os.walk(root, topdown=False):
-        with contextlib.suppress(OSError):  # not empty: it holds this run's parts
-            os.rmdir(folder)

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 
 from common import storage
-from preprocess.output import STAGING_PREFIX
+from preprocess.output import STAGING_DIR
 from preprocess.plan import ShardJob, Source
 from preprocess.progress import Progress, SharedCounter
 from preprocess.shards import ShardResult, publish, write_piece
@@ -201,12 +201,17 @@ class _Scheduler:
 
 @contextlib.contextmanager
 def _staging(out_dir: str) -> Iterator[str]:
-    """A private folder for pieces: beside the output when local (so renames are atomic)."""
+    """A private folder for pieces: inside the output when local (so renames are atomic).
+
+    Locally it lies in the recorded STAGING_DIR, so what a killed run leaves there is ours to
+    remove (preprocess/output.py).
+    """
     if storage.is_gcs(out_dir):
-        folder = tempfile.mkdtemp(prefix=STAGING_PREFIX.lstrip("."))
+        folder = tempfile.mkdtemp(prefix="preprocess-staging-")
     else:
-        os.makedirs(out_dir, exist_ok=True)
-        folder = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir)
+        parent = os.path.join(out_dir, STAGING_DIR)
+        os.makedirs(parent, exist_ok=True)
+        folder = tempfile.mkdtemp(dir=parent)
     try:
         yield folder
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import errno
 import os
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from common import manifest, storage
 from common.cli import UserError
 from preprocess.build import Options, build
+from preprocess.output import WRITTEN_NAME
 from tests import imagefiles
 
 pytest.importorskip("tensorflow")
@@ -151,7 +153,7 @@ def test_rerun_with_fewer_shards_leaves_no_stale_shard(tmp_path) -> None:  # noq
 
     expected_shards = ["train-00000-of-00002", "train-00001-of-00002", "validation-00000-of-00001"]
     assert sorted(os.listdir(out)) == sorted(
-        [*expected_shards, *mine, "dataset.json", "labels.txt"]
+        [*expected_shards, *mine, "dataset.json", "labels.txt", WRITTEN_NAME]
     )
     assert result.splits["train"].shards == expected_shards[:2]
     assert result.splits["train"].count == 16
@@ -159,20 +161,27 @@ def test_rerun_with_fewer_shards_leaves_no_stale_shard(tmp_path) -> None:  # noq
         assert read(f"{out}/{name}") == data
 
 
-def test_a_failed_run_leaves_no_manifest(tmp_path) -> None:  # noqa: ANN001
-    """A run that dies midway (here: its output folder vanishes under it) marks nothing complete."""
+def test_a_failed_run_leaves_no_manifest(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """A run that dies midway (here: the disk is full at its third shard) marks nothing complete."""
     train, val = str(tmp_path / "train"), str(tmp_path / "val")
     imagefiles.make_folder(train, {"a": 6, "b": 6})
     imagefiles.make_folder(val, {"a": 1})
     out = str(tmp_path / "out")
     run(train, val, out, train_shards=2)
     assert os.path.exists(f"{out}/dataset.json")
-    # A folder where the next shard must go makes the rename fail after the first shards.
-    os.makedirs(f"{out}/train-00002-of-00003/inside")
+    real_replace = os.replace
+
+    def replace(src: str, dst: str) -> None:
+        if str(dst).endswith("train-00002-of-00003"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
 
     with pytest.raises(UserError, match="cannot write .*train-00002-of-00003"):
         build(Options(train_dir=train, val_dir=val, out=out, train_shards=3))
 
+    assert os.path.exists(f"{out}/train-00001-of-00003")  # it did die midway
     assert not os.path.exists(f"{out}/dataset.json")
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
 

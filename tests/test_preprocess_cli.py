@@ -14,6 +14,7 @@ import pytest
 from common import manifest, records, storage
 from preprocess import sample
 from preprocess.build import Options, build
+from preprocess.output import WRITTEN_NAME
 from tests import imagefiles
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -264,7 +265,7 @@ def test_killed_run_leaves_no_manifest_and_the_rerun_cleans_up(tmp_path) -> None
     rerun = cli(*args, "--train-shards", "10")
     assert rerun.returncode == 0, rerun.stderr
     result = manifest.load(out)
-    expected = [*result.splits["train"].shards, "validation-00000-of-00001"]
+    expected = [*result.splits["train"].shards, "validation-00000-of-00001", WRITTEN_NAME]
     assert sorted(os.listdir(out)) == sorted([*expected, "dataset.json", "labels.txt"])
     assert _all_records_intact(out) == 304
 

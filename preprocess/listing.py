@@ -2,17 +2,22 @@
 
 OS litter is ignored silently; everything else that cannot hold an image is reported as
 skipped with a reason. Whether a file really is an image is decided later, by its content.
+A class folder may be a link to elsewhere, but not one that would store images a second time
+under another label: a link to the split folder itself or to a folder above it (every class
+again), or into another class's folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Iterator
 
 from common import storage
 from common.cli import UserError
 
+log = logging.getLogger("preprocess")
 # Files and folders that operating systems and zip tools leave behind; never the user's images.
 _LITTER_NAMES = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx"}
 
@@ -55,7 +60,7 @@ def list_split(root: str, role: str) -> SplitListing:
         found = False
     if not found:
         raise UserError(f"{role} {root} does not exist or is not a folder.")
-    listing = _list_gcs(root) if storage.is_gcs(root) else _list_local(root)
+    listing = _list_gcs(root) if storage.is_gcs(root) else _list_local(root, role)
     if not listing.classes:
         raise UserError(
             f"{role} {root} has no class sub-folders (expected one folder per class, "
@@ -64,7 +69,7 @@ def list_split(root: str, role: str) -> SplitListing:
     return listing
 
 
-def _list_local(root: str) -> SplitListing:
+def _list_local(root: str, role: str) -> SplitListing:
     classes: dict[str, list[Found]] = {}
     skipped: list[Skip] = []
     try:
@@ -72,17 +77,61 @@ def _list_local(root: str) -> SplitListing:
             top = sorted(it, key=lambda e: e.name)
     except OSError as exc:
         raise UserError(f"cannot list {root}: {exc.strerror or exc}.") from exc
+    folders = []
     for entry in top:
         if is_litter(entry.name):
             continue
         if entry.is_dir():  # a class folder may be a link to elsewhere
-            files: list[Found] = []
-            for item in _walk_local(entry.path, entry.name):
-                (files if isinstance(item, Found) else skipped).append(item)
-            classes[entry.name] = files
+            folders.append(entry)
         else:
             skipped.append(Skip(entry.path, "not inside a class folder"))
+    repeats = _repeated_folders(root, role, folders)
+    for entry in folders:
+        if entry.name in repeats:
+            log.warning("%s: left out %s: %s", role, entry.path, repeats[entry.name])
+            skipped.append(Skip(entry.path, repeats[entry.name], is_image=False))
+            continue
+        files: list[Found] = []
+        for item in _walk_local(entry.path, entry.name):
+            (files if isinstance(item, Found) else skipped).append(item)
+        classes[entry.name] = files
     return SplitListing(root, classes, skipped)
+
+
+def _repeated_folders(root: str, role: str, folders: list[os.DirEntry]) -> dict[str, str]:
+    """Class folders whose images another class (or every class) already holds, with why.
+
+    Folders that are not links are taken first, so when a link and a real folder cover the
+    same images, the link is what is left out.
+    """
+    root_real = os.path.realpath(root)
+    kept: list[tuple[str, str]] = []  # (class name, real path)
+    repeats = {}
+    for entry in sorted(folders, key=lambda e: (e.is_symlink(), e.name)):
+        real = os.path.realpath(entry.path)
+        why = _why_repeated(real, root_real, role, kept)
+        if why:
+            repeats[entry.name] = f"{why}; not followed"
+        else:
+            kept.append((entry.name, real))
+    return repeats
+
+
+def _why_repeated(real: str, root_real: str, role: str, kept: list[tuple[str, str]]) -> str:
+    """Why the folder at real path `real` must not be a class, or "" when it may."""
+    again = "every class would be stored again under a second label"
+    if real == root_real:
+        return f"link to the {role} itself ({again})"
+    if _within(root_real, real):
+        return f"link to a folder above the {role} ({again})"
+    for name, path in kept:
+        if _within(real, path) or _within(path, real):
+            return f"link to the images of class folder {name!r} (stored under two labels)"
+    return ""
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _walk_local(folder: str, rel: str) -> Iterator[Found | Skip]:

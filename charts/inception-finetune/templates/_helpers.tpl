@@ -7,8 +7,8 @@ kubernetes` (tests/test_chart_matches_launcher.py compares the two).
 {{/* The sweep name: .Values.name, else the release name; it prefixes every object name. */}}
 {{- define "finetune.sweep" -}}
 {{- $name := .Values.name | default .Release.Name -}}
-{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $name) -}}
-{{- fail (printf "sweep name %q is not a Kubernetes name: use lower-case letters, digits and '-' (set name=...)." $name) -}}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $name) -}}
+{{- fail (printf "sweep name %q cannot be a Kubernetes name: use lower-case letters, digits and '-', starting with a letter and ending with a letter or digit (set name=...)." $name) -}}
 {{- end -}}
 {{- if gt (len $name) 40 -}}
 {{- fail (printf "sweep name %q is longer than 40 characters: set a shorter name=..." $name) -}}
@@ -73,23 +73,26 @@ app.kubernetes.io/instance: {{ include "finetune.sweep" .root }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
-{{- define "finetune.labels" -}}
-{{ include "finetune.selectorLabels" . }}
-app.kubernetes.io/part-of: inception-finetune
-app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .root.Release.Service }}
-helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
-inception-finetune/sweep: {{ include "finetune.sweep" .root }}
-{{- end -}}
-
 {{/*
-Labels of a pod template: no version or chart label, so that an upgrade of the chart alone
-never changes a pod template (a Job's is immutable; a Deployment's would restart).
+Labels of a pod template: no chart version, so that an upgrade of the chart alone never
+changes a pod template (a Job's is immutable; a Deployment's would restart). For a run, call
+with "lr" too: the run name and lr labels are added.
 */}}
 {{- define "finetune.podLabels" -}}
 {{ include "finetune.selectorLabels" . }}
 app.kubernetes.io/part-of: inception-finetune
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 inception-finetune/sweep: {{ include "finetune.sweep" .root }}
+{{- with .lr }}
+inception-finetune/lr: {{ . | quote }}
+inception-finetune/run: {{ include "finetune.runName" . }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels of an object: the pod labels plus the chart (name-version). */}}
+{{- define "finetune.labels" -}}
+{{ include "finetune.podLabels" . }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{/* The ServiceAccount the pods run as. */}}
@@ -148,25 +151,27 @@ read-only), the bucket credentials file, the emulator for tests.
 - name: HOME
   value: /tmp
 - name: KERAS_HOME
-  value: /cache/keras
+  value: /var/cache/keras
+- name: PYTHONUNBUFFERED
+  value: "1"
+{{- if .Values.credentials.secretName }}
+- name: GOOGLE_APPLICATION_CREDENTIALS
+  value: {{ printf "/var/secrets/google/%s" .Values.credentials.key | quote }}
+{{- end }}
 {{- with .Values.storageEmulatorHost }}
 - name: STORAGE_EMULATOR_HOST
   value: {{ . | quote }}
-{{- end }}
-{{- if .Values.credentials.secretName }}
-- name: GOOGLE_APPLICATION_CREDENTIALS
-  value: {{ printf "/var/run/secrets/inception-finetune/%s" .Values.credentials.key | quote }}
 {{- end }}
 {{- end -}}
 
 {{- define "finetune.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
-- name: cache
-  mountPath: /cache
+- name: keras-cache
+  mountPath: /var/cache/keras
 {{- if .Values.credentials.secretName }}
 - name: credentials
-  mountPath: /var/run/secrets/inception-finetune
+  mountPath: /var/secrets/google
   readOnly: true
 {{- end }}
 {{- end -}}
@@ -174,7 +179,7 @@ read-only), the bucket credentials file, the emulator for tests.
 {{- define "finetune.volumes" -}}
 - name: tmp
   emptyDir: {}
-- name: cache
+- name: keras-cache
   emptyDir: {}
 {{- if .Values.credentials.secretName }}
 - name: credentials

@@ -14,6 +14,8 @@ import io
 import logging
 from typing import BinaryIO
 
+import google_crc32c
+
 from common import manifest, records, storage
 from common.args import ArgumentParser
 from common.cli import UserError, setup_logging
@@ -61,12 +63,13 @@ def adopt(dataset_dir: str, labels_file: str | None = None) -> manifest.Manifest
     listed = read_labels_file(labels_file) if labels_file else None
     shards = find_shards(dataset_dir)
     tally = _Tally()
-    total_bytes = 0
+    sizes: dict[str, int] = {}
+    crcs: dict[str, str] = {}
     for split, names in shards.items():
         for name in names:
             uri = storage.join(dataset_dir, name)
-            total_bytes += storage.size(uri)
-            _scan(uri, split, tally)
+            sizes[name] = storage.size(uri)
+            crcs[name] = _scan(uri, split, tally)
     offset = _label_offset(tally)
     names = _class_names(tally, offset, listed)
     result = manifest.Manifest(
@@ -79,7 +82,7 @@ def adopt(dataset_dir: str, labels_file: str | None = None) -> manifest.Manifest
         label_offset=offset,
         image_stats=tally.stats.to_manifest(),
         skipped=[],
-        bytes_written=total_bytes,
+        bytes_written=sum(sizes.values()),
         source={
             "tool": "python -m preprocess adopt",
             "adopted": "existing shards, scanned",
@@ -88,6 +91,9 @@ def adopt(dataset_dir: str, labels_file: str | None = None) -> manifest.Manifest
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
     _check_labels_txt(dataset_dir, names)
+    for info in result.splits.values():  # what a reader can check the shards against
+        info.shard_bytes = {name: sizes[name] for name in info.shards}
+        info.shard_crc32c = {name: crcs[name] for name in info.shards}
     manifest.save(dataset_dir, result)
     for split, info in result.splits.items():
         log.info("%s: %d records in %d shard(s)", split, info.count, len(info.shards))
@@ -127,13 +133,29 @@ def find_shards(dataset_dir: str) -> dict[str, list[str]]:
     return {split: by_split[split] for split in records.SPLITS if split in by_split}
 
 
-def _scan(uri: str, split: str, tally: _Tally) -> None:
-    with _open(uri) as stream:
+def _scan(uri: str, split: str, tally: _Tally) -> str:
+    """Tally the shard's records; returns its CRC32C, taken on the way (one read per shard)."""
+    with _open(uri) as raw:
+        stream = _Checksummed(raw)
         try:
             for i, data in enumerate(records.iter_records(stream)):
                 tally.add(split, parse_example(data), f"{uri} (record {i})")
         except ValueError as exc:
             raise UserError(f"{uri} is damaged or not a TFRecord file ({exc}).") from exc
+        return manifest.crc32c_base64(stream.checksum.digest())
+
+
+class _Checksummed:
+    """A reader that takes the CRC32C of everything read through it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.checksum = google_crc32c.Checksum()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.checksum.update(data)
+        return data
 
 
 def _open(uri: str) -> BinaryIO:

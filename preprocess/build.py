@@ -9,8 +9,8 @@ import time
 
 from common import manifest, records, storage
 from common.cli import UserError
+from preprocess import duplicates, output, parts, summary
 from preprocess import labels as labels_mod
-from preprocess import output, parts, summary
 from preprocess.listing import Skip, list_split
 from preprocess.plan import Plan, ShardJob, make_plan
 from preprocess.pool import run_jobs
@@ -141,7 +141,13 @@ def assemble_manifest(
             for label, n in by_name[name].per_class.items():
                 per_class[plan.labels[label]] += n
             stats.merge(by_name[name].stats)
-        splits[split] = manifest.SplitInfo(sum(per_class.values()), per_class, names)
+        splits[split] = manifest.SplitInfo(
+            sum(per_class.values()),
+            per_class,
+            names,
+            shard_bytes={name: by_name[name].bytes for name in names},
+            shard_crc32c={name: by_name[name].crc32c for name in names if by_name[name].crc32c},
+        )
     skipped = [s.to_dict() for s in listing_skips]
     skipped += [s for name in sorted(by_name) for s in by_name[name].skipped]
     return manifest.Manifest(
@@ -154,6 +160,7 @@ def assemble_manifest(
         bytes_written=sum(r.bytes for r in results),
         source=_source(opts, plan),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        duplicates=duplicates.find(plan, by_name),
     )
 
 

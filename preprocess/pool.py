@@ -101,7 +101,7 @@ def _write_whole(
 ) -> ShardResult:
     path = _piece_path(staging, job, 0)
     result = write_piece(job.sources, path, job, labels, max_side, ticker)
-    publish([path], storage.join(out_dir, job.name))
+    result.crc32c = publish([path], storage.join(out_dir, job.name))
     return result
 
 
@@ -134,6 +134,7 @@ class _Scheduler:
         for j, _piece, _sources in self.queue:
             self.pieces[j].append(None)
         self.running: dict[cf.Future, tuple[str, int, int]] = {}
+        self.crc32c: dict[int, str] = {}  # job -> its published shard's CRC32C
 
     def run(self) -> list[ShardResult]:
         context = multiprocessing.get_context(_start_method())
@@ -182,6 +183,7 @@ class _Scheduler:
         kind, j, p = self.running.pop(future)
         result = future.result()  # a worker's error ends the run here
         if kind != "piece":
+            self.crc32c[j] = result
             return
         self.pieces[j][p] = result
         if all(r is not None for r in self.pieces[j]):
@@ -196,6 +198,7 @@ class _Scheduler:
         for piece in rest:
             assert piece is not None
             first.merge(piece)
+        first.crc32c = self.crc32c[j]
         return first
 
 

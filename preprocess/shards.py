@@ -4,6 +4,10 @@ Runs inside worker processes. A shard is written as one or more pieces (so that 
 workers can share a big shard) into a local staging folder, then published whole: renamed
 into place (local output) or uploaded (gs://). Under its final name a shard is complete or
 absent.
+
+While the source files are in memory anyway, each stored one is hashed (duplicates are found
+from the hashes, preprocess/duplicates.py); each published shard's CRC32C is taken from the
+finished file just before it is published, so dataset.json can state what a reader must find.
 """
 
 from __future__ import annotations
@@ -11,17 +15,23 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import dataclasses
+import hashlib
 import itertools
 import os
 from collections.abc import Iterator
 from typing import Any
 
-from common import records, storage
+import google_crc32c
+
+from common import manifest, records, storage
 from common.cli import UserError
 from common.images import BadImage, to_stored_jpeg
 from preprocess.plan import ShardJob, Source
 
 REMOTE_PREFETCH = 8  # gs:// objects in flight per worker
+DIGEST_CHARS = 16  # hex digits of a source file's hash: 64 bits, no accidental collisions
+NO_DIGEST = "-" * DIGEST_CHARS  # a source that was skipped, not stored
+_CRC_CHUNK = 4 * 1024 * 1024
 
 
 @dataclasses.dataclass
@@ -74,8 +84,12 @@ class ShardResult:
     per_class: dict[int, int]  # label -> records written
     skipped: list[dict[str, str]]
     stats: SizeStats
-    bytes: int
+    bytes: int  # the shard file's size: its records, framed
     passed_through: int
+    # DIGEST_CHARS hex digits per source of the shard, in the shard's order; NO_DIGEST for a
+    # skipped one. One string, not a list: a million images cost 16 MB, not a million objects.
+    digests: str = ""
+    crc32c: str = ""  # of the whole published file, as manifest.crc32c_base64 writes it
 
     @property
     def count(self) -> int:
@@ -89,6 +103,7 @@ class ShardResult:
         self.stats.merge(other.stats)
         self.bytes += other.bytes
         self.passed_through += other.passed_through
+        self.digests += other.digests
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -113,6 +128,7 @@ def write_piece(
 ) -> ShardResult:
     """Write the records of some of a shard's images to a local file; `progress.add(1)` each."""
     result = ShardResult(shard.name, shard.split, {}, [], SizeStats(), 0, 0)
+    digests = []
     try:
         with open(path, "xb") as stream:
             for source, content in _contents(sources):
@@ -120,21 +136,33 @@ def write_piece(
                 if record is not None:
                     stream.write(record)
                     result.bytes += len(record)
+                    digests.append(_digest(content))
+                else:
+                    digests.append(NO_DIGEST)
                 if progress is not None:
                     progress.add(1)
     except OSError as exc:  # disk full, folder gone: the run cannot go on
         raise UserError(f"cannot write {path}: {exc.strerror or exc}.") from exc
+    result.digests = "".join(digests)
     return result
 
 
-def publish(pieces: list[str], uri: str) -> None:
+def _digest(content: bytes | BadImage) -> str:
+    assert isinstance(content, bytes)
+    return hashlib.blake2b(content, digest_size=DIGEST_CHARS // 2).hexdigest()
+
+
+def publish(pieces: list[str], uri: str) -> str:
     """Make the shard at uri appear whole: its pieces' records, in order. Pieces are consumed.
 
     A TFRecord file is a plain sequence of records, so concatenating pieces makes the shard.
     Locally the pieces sit in a staging folder beside the output, so the rename is atomic.
+    Returns the shard's CRC32C (manifest.crc32c_base64), read back from the finished file: it
+    is in the page cache, so this costs little beside encoding its images.
     """
     try:
         whole = pieces[0] if len(pieces) == 1 else _concatenate(pieces)
+        crc = _file_crc32c(whole)
         if storage.is_gcs(uri):
             storage.upload_file(whole, uri)
             os.unlink(whole)
@@ -144,6 +172,15 @@ def publish(pieces: list[str], uri: str) -> None:
             os.replace(whole, uri)
     except OSError as exc:
         raise UserError(f"cannot write {uri}: {exc.strerror or exc}.") from exc
+    return crc
+
+
+def _file_crc32c(path: str) -> str:
+    checksum = google_crc32c.Checksum()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CRC_CHUNK):
+            checksum.update(chunk)
+    return manifest.crc32c_base64(checksum.digest())
 
 
 def _concatenate(pieces: list[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from common import manifest
 from preprocess.shards import ShardResult
@@ -18,6 +19,7 @@ def log_run(result: manifest.Manifest, mine: list[ShardResult], seconds: float) 
         log.info("%s: %d images in %d shard(s)", split, info.count, len(info.shards))
         _log_classes(info.per_class)
     _log_skips(result.skipped)
+    _log_duplicates(result.duplicates)
     _log_rate(mine, seconds)
 
 
@@ -73,3 +75,33 @@ def _log_skips(skipped: list[dict[str, str]]) -> None:
     if len(skipped) > MAX_SKIPS_LISTED:
         more = len(skipped) - MAX_SKIPS_LISTED
         log.warning("  ... and %d more, all listed in dataset.json", more)
+
+
+# What each kind of duplicate does to training, said once after its count.
+_DUPLICATE_NEWS = {
+    "within_class": (
+        "extra cop(ies) of an image in the same class: those images weigh more in training "
+        "(mostly harmless)"
+    ),
+    "across_classes": (
+        "image(s) under two or more classes: conflicting labels confuse training; keep each in "
+        "its right class only"
+    ),
+    "train_validation": (
+        "validation image(s) also in train: leakage inflates validation accuracy; remove them "
+        "from one of the two"
+    ),
+}
+
+
+def _log_duplicates(found: dict[str, Any]) -> None:
+    """Counts of exact duplicates (kept in the dataset), what they mean, and a few examples."""
+    if not any(found.get(kind) for kind in _DUPLICATE_NEWS):
+        log.info("duplicates: none (no two stored images have the same file bytes)")
+        return
+    log.warning("duplicates (same file bytes; all kept, listed in dataset.json):")
+    for kind, news in _DUPLICATE_NEWS.items():
+        if found.get(kind):
+            log.warning("  %d %s", found[kind], news)
+    for example in found.get("examples", []):
+        log.warning("  e.g. %s: %s", example["kind"], " = ".join(example["files"]))

@@ -1,0 +1,427 @@
+"""The Kubernetes objects of a sweep, rendered from a SweepSpec and the chart's values.
+
+This is the launcher's half of "one truth": `helm template` of charts/inception-finetune must
+give these same objects for the same inputs (only `app.kubernetes.io/managed-by` differs).
+Objects are plain dicts in apply order: ServiceAccount, Service, Deployments, PodMonitor, Jobs.
+
+Choices that every pod shares, and why:
+- Pod Security "restricted": non-root with a fixed uid/gid (1000), read-only root filesystem,
+  no privilege escalation, every capability dropped, seccomp RuntimeDefault. The only
+  writable paths are emptyDirs: /tmp (also HOME) and the Keras weight cache (KERAS_HOME).
+- No Kubernetes API token in the pods (automountServiceAccountToken: false): they only talk to
+  the bucket. Bucket credentials come from workload identity (ServiceAccount annotations) or a
+  Secret-mounted key file named by GOOGLE_APPLICATION_CREDENTIALS; never from args or env values.
+- Trainer Jobs: a disruption (preemption, eviction, drain: the DisruptionTarget condition) and a
+  trainer that checkpointed on SIGTERM (`--exit-code-on-stop 143`: exiting 0 would let the Job
+  count the stopped pod as Succeeded and lose the run) are ignored by the retry count; exit
+  code 2 (a user error, in the trainer or the sweep.json init container) fails the Job at once.
+  `podReplacementPolicy: Failed` starts a replacement only once the old pod is gone, so two
+  trainers never share a run dir. These need Kubernetes 1.31+ (podFailurePolicy GA).
+- Each trainer pod's init container records its candidate in sweep.json (see launcher.record),
+  so helm installs write sweep.json too and the sweep-wide objects do not depend on the list
+  of learning rates: a refine or a `helm upgrade` with more lrs only adds Jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from launcher import names
+from launcher.settings import get
+from launcher.spec import SweepSpec, lr_text
+
+UID = 1000
+TMP_DIR = "/tmp"
+KERAS_CACHE = "/var/cache/keras"
+CREDENTIALS_DIR = "/var/secrets/google"
+# What the trainer exits with after checkpointing on SIGTERM (its --exit-code-on-stop).
+STOPPED_EXIT_CODE = 143
+USER_ERROR_EXIT_CODE = 2
+
+Obj = dict[str, Any]
+
+
+class Renderer:
+    """Renders the objects of one sweep (or one preprocess run) from the merged values."""
+
+    def __init__(self, values: dict[str, Any], namespace: str | None = None) -> None:
+        self.values = values
+        self.namespace = namespace
+
+    # ------------------------------------------------------------ sweep
+
+    def sweep(self, spec: SweepSpec) -> list[Obj]:
+        """Every object of a sweep: shared ones first, then one trainer Job per lr."""
+        objs: list[Obj] = []
+        if self._setting("serviceAccount.create", bool, True):
+            objs.append(self.service_account(spec.name))
+        if self._setting("tensorboard.enabled", bool, True):
+            objs.append(self.tensorboard_service(spec))
+        objs.append(self.evaluator(spec))
+        if self._setting("tensorboard.enabled", bool, True):
+            objs.append(self.tensorboard(spec))
+        if self._setting("podMonitor.enabled", bool, False):
+            objs.append(self.pod_monitor(spec.name))
+        objs += [self.trainer_job(spec, lr) for lr in spec.lrs]
+        return objs
+
+    def trainer_job(self, spec: SweepSpec, lr: float) -> Obj:
+        gpus = self._setting("trainer.gpus", int, 1)
+        image = self._image("gpu" if gpus > 0 else "cpu")
+        resources = self._setting("trainer.resources", dict, {})
+        if gpus > 0:
+            resources.setdefault("limits", {})["nvidia.com/gpu"] = gpus
+        port = self._setting("trainer.metricsPort", int, 9090)
+        labels = names.labels(spec.name, "trainer", lr)
+        record = self._container(
+            "record-sweep",
+            image,
+            ["python", "-m", "launcher", "record-sweep"],
+            ["--out", spec.out, "--data", spec.data, "--name", spec.name, "--lrs", lr_text(lr)]
+            + list(spec.trainer_args),
+        )
+        trainer = self._container(
+            "trainer",
+            image,
+            ["python", "-m", "trainer"],
+            [
+                "--data",
+                spec.data,
+                "--run-dir",
+                spec.run_dir(lr),
+                "--lr",
+                lr_text(lr),
+                "--exit-code-on-stop",
+                str(STOPPED_EXIT_CODE),
+                "--metrics-port",
+                str(port),
+                *spec.trainer_args,
+            ],  # fmt: skip
+            resources=resources,
+            ports=[{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
+        )
+        pod = self._pod(
+            spec.name,
+            [trainer],
+            init_containers=[record],
+            where="trainer",
+            restart_policy="Never",
+            grace=self._setting("trainer.terminationGracePeriodSeconds", int, 120),
+        )
+        job_spec: Obj = {
+            "backoffLimit": self._setting("trainer.backoffLimit", int, 3),
+            "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {"rules": self._failure_rules("trainer")},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        }
+        deadline = self._setting("trainer.activeDeadlineSeconds", int, None)
+        if deadline is not None:
+            job_spec["activeDeadlineSeconds"] = deadline
+        return self._job(names.trainer_job(spec.name, lr), labels, job_spec)
+
+    def evaluator(self, spec: SweepSpec) -> Obj:
+        port = self._setting("evaluator.metricsPort", int, 9091)
+        interval = self._setting("evaluator.interval", (int, float), 60)
+        container = self._container(
+            "evaluator",
+            self._image("cpu"),
+            ["python", "-m", "evaluator"],
+            [
+                "--sweep-dir",
+                spec.out,
+                "--interval",
+                _number(interval),
+                "--metrics-port",
+                str(port),
+                "--keep-running",
+            ],  # fmt: skip
+            resources=self._setting("evaluator.resources", dict, {}),
+            ports=[{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
+        )
+        pod = self._pod(spec.name, [container], where="evaluator", restart_policy="Always")
+        return self._deployment(names.evaluator(spec.name), spec.name, "evaluator", pod)
+
+    def tensorboard(self, spec: SweepSpec) -> Obj:
+        port = self._setting("tensorboard.port", int, 6006)
+        container = self._container(
+            "tensorboard",
+            self._image("cpu"),
+            ["tensorboard"],
+            ["--logdir", spec.out, "--host", "0.0.0.0", "--port", str(port)],
+            resources=self._setting("tensorboard.resources", dict, {}),
+            ports=[{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        )
+        container["readinessProbe"] = {
+            "httpGet": {"path": "/", "port": "http"},
+            "periodSeconds": 10,
+        }
+        pod = self._pod(spec.name, [container], where=None, restart_policy="Always")
+        return self._deployment(names.tensorboard(spec.name), spec.name, "tensorboard", pod)
+
+    def tensorboard_service(self, spec: SweepSpec) -> Obj:
+        port = self._setting("tensorboard.port", int, 6006)
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": self._meta(
+                names.tensorboard(spec.name), names.labels(spec.name, "tensorboard")
+            ),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": _component_selector(spec.name, "tensorboard"),
+                "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+            },
+        }
+
+    def pod_monitor(self, sweep: str) -> Obj:
+        extra = self._setting("podMonitor.labels", dict, {})
+        labels = {**names.labels(sweep, "monitoring"), **extra}
+        interval = self._setting("podMonitor.interval", str, "30s")
+        return {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PodMonitor",
+            "metadata": self._meta(sweep, labels),
+            "spec": {
+                "selector": {
+                    "matchLabels": names.selector(sweep),
+                    "matchExpressions": [
+                        {
+                            "key": "app.kubernetes.io/component",
+                            "operator": "In",
+                            "values": ["trainer", "evaluator"],
+                        }
+                    ],
+                },
+                "podMetricsEndpoints": [{"port": "metrics", "interval": interval}],
+            },
+        }
+
+    def service_account(self, sweep: str) -> Obj:
+        meta = self._meta(self._service_account_name(sweep), names.labels(sweep, "identity"))
+        annotations = self._setting("serviceAccount.annotations", dict, {})
+        if annotations:
+            meta["annotations"] = annotations
+        return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}
+
+    # ------------------------------------------------------------ preprocess
+
+    def preprocess(
+        self, name: str, train_dir: str, val_dir: str, out: str, tasks: int, extra: list[str]
+    ) -> list[Obj]:
+        """A preprocess Job (Indexed, K pods at once, when tasks > 1), and its ServiceAccount."""
+        args = ["--train-dir", train_dir, "--val-dir", val_dir, "--out", out, *extra]
+        if tasks > 1:  # each pod's --task-index comes from JOB_COMPLETION_INDEX
+            args += ["--task-count", str(tasks)]
+        container = self._container(
+            "preprocess",
+            self._image("cpu"),
+            ["python", "-m", "preprocess"],
+            args,
+            resources=self._setting("evaluator.resources", dict, {}),
+        )
+        labels = names.labels(name, "preprocess")
+        pod = self._pod(name, [container], where="evaluator", restart_policy="Never")
+        job_spec: Obj = {
+            "backoffLimit": self._setting("trainer.backoffLimit", int, 3),
+            "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {"rules": self._failure_rules(None)},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        }
+        if tasks > 1:
+            job_spec.update(completionMode="Indexed", completions=tasks, parallelism=tasks)
+        objs = []
+        if self._setting("serviceAccount.create", bool, True):
+            objs.append(self.service_account(name))
+        return [*objs, self._job(names.preprocess_job(name), labels, job_spec)]
+
+    # ------------------------------------------------------------ parts
+
+    def _setting(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        return get(self.values, key, kind, default)
+
+    def _meta(self, name: str, labels: dict[str, str]) -> Obj:
+        meta: Obj = {"name": name}
+        if self.namespace:
+            meta["namespace"] = self.namespace
+        meta["labels"] = labels
+        return meta
+
+    def _image(self, kind: str) -> str:
+        repository = self._setting(f"image.{kind}.repository", str, f"inception-finetune-{kind}")
+        tag = self._setting(f"image.{kind}.tag", str, "")
+        return f"{repository}:{tag}" if tag else repository
+
+    def _service_account_name(self, sweep: str) -> str:
+        return self._setting("serviceAccount.name", str, "") or sweep
+
+    def _env(self) -> list[Obj]:
+        env = [
+            {"name": "HOME", "value": TMP_DIR},
+            {"name": "KERAS_HOME", "value": KERAS_CACHE},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ]
+        key = self._setting("credentials.key", str, "key.json")
+        if self._setting("credentials.secretName", str, ""):
+            path = f"{CREDENTIALS_DIR}/{key}"
+            env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": path})
+        emulator = self._setting("storageEmulatorHost", str, "")
+        if emulator:
+            env.append({"name": "STORAGE_EMULATOR_HOST", "value": emulator})
+        return env
+
+    def _container(
+        self,
+        name: str,
+        image: str,
+        command: list[str],
+        args: list[str],
+        *,
+        resources: Obj | None = None,
+        ports: list[Obj] | None = None,
+    ) -> Obj:
+        mounts = [
+            {"name": "tmp", "mountPath": TMP_DIR},
+            {"name": "keras-cache", "mountPath": KERAS_CACHE},
+        ]
+        if self._setting("credentials.secretName", str, ""):
+            mounts.append({"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
+        container: Obj = {
+            "name": name,
+            "image": image,
+            "imagePullPolicy": self._setting("image.pullPolicy", str, "IfNotPresent"),
+            "command": command,
+            "args": args,
+            "env": self._env(),
+        }
+        if ports:
+            container["ports"] = ports
+        if resources:
+            container["resources"] = resources
+        container["securityContext"] = {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        container["volumeMounts"] = mounts
+        return container
+
+    def _pod(
+        self,
+        sweep: str,
+        containers: list[Obj],
+        *,
+        where: str | None,
+        restart_policy: str,
+        init_containers: list[Obj] | None = None,
+        grace: int | None = None,
+    ) -> Obj:
+        """A restricted pod spec; `where`: the values section with nodeSelector/tolerations."""
+        pod: Obj = {
+            "serviceAccountName": self._service_account_name(sweep),
+            "automountServiceAccountToken": False,
+            "restartPolicy": restart_policy,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": UID,
+                "runAsGroup": UID,
+                "fsGroup": UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+        }
+        if grace is not None:
+            pod["terminationGracePeriodSeconds"] = grace
+        pull_secrets = self._setting("image.pullSecrets", list, [])
+        if pull_secrets:
+            pod["imagePullSecrets"] = [{"name": str(s)} for s in pull_secrets]
+        if where:
+            node_selector = self._setting(f"{where}.nodeSelector", dict, {})
+            tolerations = self._setting(f"{where}.tolerations", list, [])
+            if node_selector:
+                pod["nodeSelector"] = node_selector
+            if tolerations:
+                pod["tolerations"] = tolerations
+        if init_containers:
+            pod["initContainers"] = init_containers
+        pod["containers"] = containers
+        volumes: list[Obj] = [
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "keras-cache", "emptyDir": {}},
+        ]
+        secret = self._setting("credentials.secretName", str, "")
+        if secret:
+            volumes.append(
+                {"name": "credentials", "secret": {"secretName": secret, "defaultMode": 0o440}}
+            )
+        pod["volumes"] = volumes
+        return pod
+
+    def _failure_rules(self, container: str | None) -> list[Obj]:
+        """Disruptions never count; a stopped trainer (143) never counts; exit 2 fails at once.
+
+        The FailJob rule names no container, so that it also covers the init container.
+        """
+        rules: list[Obj] = [
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            },
+        ]
+        if container:
+            rules.append(
+                {
+                    "action": "Ignore",
+                    "onExitCodes": {
+                        "containerName": container,
+                        "operator": "In",
+                        "values": [STOPPED_EXIT_CODE],
+                    },
+                }
+            )
+        fail = {"operator": "In", "values": [USER_ERROR_EXIT_CODE]}
+        rules.append({"action": "FailJob", "onExitCodes": fail})
+        return rules
+
+    def _job(self, name: str, labels: dict[str, str], job_spec: Obj) -> Obj:
+        meta = self._meta(name, dict(labels))
+        queue = self._setting("kueue.queueName", str, "")
+        if queue:
+            meta["labels"][names.KUEUE_QUEUE_LABEL] = queue
+            job_spec = {"suspend": True, **job_spec}
+        return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
+
+    def _deployment(self, name: str, sweep: str, component: str, pod: Obj) -> Obj:
+        labels = names.labels(sweep, component)
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": self._meta(name, labels),
+            "spec": {
+                "replicas": 1,
+                # Never two evaluators (or two TensorBoards) on one sweep, even for a moment.
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": _component_selector(sweep, component)},
+                "template": {"metadata": {"labels": labels}, "spec": pod},
+            },
+        }
+
+
+def _component_selector(sweep: str, component: str) -> dict[str, str]:
+    return {**names.selector(sweep), "app.kubernetes.io/component": component}
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def to_yaml(objs: list[Obj]) -> str:
+    """Multi-document YAML for `kubectl apply -f -`."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:  # no &id001 anchors: plain, diffable YAML
+            return True
+
+    return yaml.dump_all(
+        objs, Dumper=Dumper, sort_keys=False, default_flow_style=False, explicit_start=True
+    )

@@ -1,0 +1,51 @@
+"""What one sweep launch is: name, dataset, sweep dir, learning rates and shared trainer flags.
+
+Both backends, the renderer and sweep.json are made from this one value, so a local run and a
+cluster run of the same inputs run the same trainer commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from common import layout
+from common.layout import run_name_for_lr
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    name: str  # Kubernetes-safe; prefixes every object name
+    data: str  # dataset URI (normalised)
+    out: str  # sweep dir URI (normalised)
+    lrs: tuple[float, ...]
+    trainer_args: tuple[str, ...] = ()
+
+    @property
+    def sweep_dir(self) -> layout.SweepDir:
+        return layout.SweepDir(self.out)
+
+    def run_dir(self, lr: float) -> str:
+        return self.sweep_dir.run(run_name_for_lr(lr)).uri
+
+    def trainer_args_for(self, lr: float) -> list[str]:
+        """The trainer's command line for one run, less the process-specific flags."""
+        return [
+            "--data", self.data,
+            "--run-dir", self.run_dir(lr),
+            "--lr", lr_text(lr),
+            *self.trainer_args,
+        ]  # fmt: skip
+
+    def to_sweep(self) -> layout.Sweep:
+        return layout.Sweep(
+            name=self.name,
+            data=self.data,
+            candidates=[layout.Candidate(run_name_for_lr(lr), lr) for lr in self.lrs],
+            trainer_args=list(self.trainer_args),
+            created=layout.now(),
+        )
+
+
+def lr_text(lr: float) -> str:
+    """The lr as the trainer reads it back exactly: `0.01`, `1e-05` (its run name's spelling)."""
+    return run_name_for_lr(lr)[len("lr-") :]

@@ -1,0 +1,221 @@
+"""`status`: one row per run of a sweep, from the bucket and (with a cluster) the Jobs.
+
+The bucket says how far each run got (latest checkpoint step of its target, whether
+complete.json is there, whether a trainer holds its lease now) and how well it does (the
+evaluator's leaderboard.json: best top-1, its step and loss). With --backend kubernetes, each
+run's Job adds its state: queued (suspended by Kueue), pending and why (unschedulable, image
+pull), running, succeeded, or failed and why (the Job's condition, the last pod's exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from typing import Any
+
+from common import layout, storage
+from common.cli import UserError
+from launcher import names
+
+Obj = dict[str, Any]
+
+
+@dataclasses.dataclass
+class Row:
+    run: str
+    lr: float | None
+    state: str
+    step: int | None = None
+    target: int | None = None
+    loss: float | None = None
+    best_top1: float | None = None
+    best_step: int | None = None
+    complete: bool = False
+    best: bool = False
+
+
+def bucket_rows(sweep_dir: layout.SweepDir) -> list[Row]:
+    """Every run sweep.json names or runs/ holds, in sweep.json's order."""
+    sweep = sweep_dir.load()
+    board = sweep_dir.leaderboard() or {}
+    ranked = {r.get("run"): r for r in board.get("runs") or [] if isinstance(r, dict)}
+    lrs: dict[str, float | None] = {c.run: c.lr for c in sweep.candidates} if sweep else {}
+    for run in sweep_dir.runs():
+        lrs.setdefault(run.name, (run.hparams() or {}).get("lr"))
+    rows = []
+    for name, lr in lrs.items():
+        run = sweep_dir.run(name)
+        hparams = run.hparams() or {}
+        complete = run.complete()
+        step = run.latest_checkpoint_step()
+        if complete:
+            state, step = "complete", complete.get("final_step", step)
+        elif _lease_live(run):
+            state = "running"
+        elif step is not None:
+            state = "stopped"
+        elif hparams:
+            state = "started"
+        else:
+            state = "not started"
+        entry = ranked.get(name) or {}
+        rows.append(
+            Row(
+                run=name,
+                lr=lr,
+                state=state,
+                step=step,
+                target=hparams.get("steps"),
+                loss=entry.get("best_loss"),
+                best_top1=entry.get("best_top1"),
+                best_step=entry.get("best_step"),
+                complete=complete is not None,
+                best=entry.get("rank") == 1,
+            )
+        )
+    return rows
+
+
+def _lease_live(run: layout.RunDir) -> bool:
+    """A trainer holds the run's lease and renewed it lately: it is running now."""
+    holder = layout.read_json_or_none(run.lease_uri, "lease")
+    if not isinstance(holder, dict) or holder.get("released"):
+        return False
+    renewed, ttl = holder.get("renewed"), holder.get("ttl_s", 90)
+    return isinstance(renewed, (int, float)) and time.time() - renewed < 2 * float(ttl)
+
+
+# ---------------------------------------------------------------- cluster
+
+
+def job_state(job: Obj, pods: list[Obj]) -> str:
+    """What a Job is doing, in a few words, with the reason when it is not going well."""
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    conditions = {
+        c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"
+    }
+    if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
+        return "succeeded"
+    for kind in ("Failed", "FailureTarget"):
+        if kind in conditions:
+            c = conditions[kind]
+            return _join("failed", c.get("reason"), c.get("message"))
+    if spec.get("suspend"):
+        return "queued (suspended)"
+    retries = status.get("failed") or 0
+    note = f" after {retries} failed pod(s){_last_exit(pods)}" if retries else ""
+    live = [p for p in pods if (p.get("status") or {}).get("phase") in ("Pending", "Running")]
+    if any((p.get("status") or {}).get("phase") == "Running" for p in live):
+        return "running" + note
+    for pod in live:
+        why = _pending_reason(pod)
+        if why:
+            return _join("pending", why) + note
+    return ("running" if status.get("active") else "pending") + note
+
+
+def _pending_reason(pod: Obj) -> str | None:
+    status = pod.get("status") or {}
+    for c in status.get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False":
+            return _join(c.get("reason") or "unschedulable", c.get("message"))
+    for s in _container_statuses(status):
+        waiting = (s.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") not in (None, "PodInitializing", "ContainerCreating"):
+            return _join(waiting.get("reason"), waiting.get("message"))
+    return None
+
+
+def _container_statuses(status: Obj) -> list[Obj]:
+    return (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+
+
+def _last_exit(pods: list[Obj]) -> str:
+    for pod in reversed(pods):
+        status = pod.get("status") or {}
+        for s in _container_statuses(status):
+            term = (s.get("state") or {}).get("terminated") or {}
+            if term.get("exitCode"):
+                return f", last exit code {term['exitCode']} ({term.get('reason', '?')})"
+    return ""
+
+
+def _join(*parts: Any) -> str:
+    return ": ".join(str(p).strip().splitlines()[0] for p in parts if p)
+
+
+def cluster_states(cluster: Any, sweep: str) -> dict[str, str]:
+    """run name -> its Job's state, for every trainer Job of the sweep."""
+    selector = {**names.selector(sweep), "app.kubernetes.io/component": "trainer"}
+    jobs = cluster.list("batch/v1", "Job", selector)
+    pods = cluster.list("v1", "Pod", selector)
+    states = {}
+    for job in jobs:
+        job_name = job["metadata"]["name"]
+        mine = [p for p in pods if _pod_job(p) == job_name]
+        mine.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+        run = (job["metadata"].get("labels") or {}).get(names.RUN_LABEL, job_name)
+        states[run] = job_state(job, mine)
+    return states
+
+
+def _pod_job(pod: Obj) -> str | None:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+
+
+# ---------------------------------------------------------------- output
+
+
+def table(rows: list[Row]) -> str:
+    """A fixed-width table; the best run is marked with '*'."""
+    header = ["", "run", "lr", "state", "step", "loss", "best top-1", "at step", "complete"]
+    lines = [header]
+    for r in rows:
+        lines.append(
+            [
+                "*" if r.best else "",
+                r.run,
+                "" if r.lr is None else f"{r.lr:g}",
+                r.state,
+                _step(r),
+                "" if r.loss is None else f"{r.loss:.4f}",
+                "" if r.best_top1 is None else f"{r.best_top1:.4f}",
+                "" if r.best_step is None else str(r.best_step),
+                "yes" if r.complete else "no",
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def _step(r: Row) -> str:
+    if r.step is None and r.target is None:
+        return ""
+    return f"{'-' if r.step is None else r.step}/{'?' if r.target is None else r.target}"
+
+
+def main(args: argparse.Namespace) -> int:
+    sweep_dir = layout.SweepDir.at(args.sweep)
+    sweep = sweep_dir.load()
+    if sweep is None and not storage.is_dir(sweep_dir.uri):
+        raise UserError(f"{sweep_dir.uri} does not exist.")
+    rows = bucket_rows(sweep_dir)
+    if args.backend == "kubernetes":
+        from launcher.cluster_backend import connect
+
+        name = sweep.name if sweep else names.sweep_name_from(sweep_dir.name)
+        states = cluster_states(connect(args), name)
+        for row in rows:
+            if row.run in states:
+                row.state = states[row.run]
+            elif not row.complete:
+                row.state = "no Job"
+    if not rows:
+        print(f"no runs in {sweep_dir.uri} yet")
+        return 0
+    print(table(rows))
+    return 0

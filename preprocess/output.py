@@ -33,7 +33,9 @@ SHARD_NAME = re.compile(r"^(train|validation)-\d{5}-of-\d{5}$")
 WRITTEN_NAME = ".preprocess-written.json"  # the record of the files our runs wrote here
 WRITTEN_FORMAT = "preprocess-written/1"
 STAGING_DIR = ".preprocess-staging"  # local output: the runs' private folders of shard pieces
-_PART_PATH = re.compile(r"^_parts/([0-9a-f]{16})/part-(\d{5})-of-(\d{5})\.json$")
+_PART_PATH = re.compile(
+    rf"^{re.escape(parts.PARTS_DIR)}/([0-9a-f]{{16}})/part-(\d{{5}})-of-(\d{{5}})\.json$"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,13 +244,15 @@ def _refuse_collisions(
         uri = storage.join(out_dir, name)
         if name == manifest.LABELS_NAME and not present[name] and _same_labels(uri, labels):
             continue  # overwriting it with the same lines loses nothing
+        in_parts = name.startswith(parts.PARTS_DIR + "/") and task_count > 1
+        if not (name in planned or in_parts) or not storage.exists(uri):
+            continue  # out of our way, or removed since the listing (by a finishing sibling)
         if name in planned:
             raise UserError(_collision(out_dir, uri, name))
-        if name.startswith(parts.PARTS_DIR + "/") and task_count > 1:
-            raise UserError(
-                f"{uri} was not written by preprocess, and {out_dir}/{parts.PARTS_DIR}/ is where "
-                "the tasks of a run leave their results; move it away or choose another --out."
-            )
+        raise UserError(
+            f"{uri} was not written by preprocess, and {out_dir}/{parts.PARTS_DIR}/ is where "
+            "the tasks of a run leave their results; move it away or choose another --out."
+        )
 
 
 def _collision(out_dir: str, uri: str, name: str) -> str:

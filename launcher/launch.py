@@ -66,8 +66,10 @@ def resolve(
     from_values = trainer_flags.check(
         settings.get(values, "trainerArgs", list, []), "settings: trainerArgs"
     )
-    extra = trainer_flags.merge(from_values, trainer_flags.from_namespace(args))
-    trainer_flags.check_exclusive(extra)
+    given = trainer_flags.from_namespace(args)
+    for flags in (from_values, given):
+        trainer_flags.check_exclusive(flags)
+    extra = trainer_flags.merge(from_values, given)
     name = getattr(args, "name", None) or values.get("name") or ""
     if not isinstance(name, str):
         raise UserError(f"settings: name must be a string, not {name!r}.")

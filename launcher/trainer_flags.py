@@ -90,6 +90,7 @@ FLAGS: dict[str, Any] = {
     "--keep-checkpoints": positive_int,
     "--log-every": positive_int,
     "--shuffle-buffer": positive_int,
+    "--lease-seconds": _number(lambda v: 5 <= v <= 3600, "5 to 3600 seconds"),
     "--xla": None,
     "--force": None,
 }

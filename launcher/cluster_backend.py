@@ -18,8 +18,8 @@ def connect(args: argparse.Namespace) -> Any:
     from launcher.kube import Cluster
 
     cluster = Cluster(namespace=args.namespace, context=args.context)
-    version = cluster.check_reachable()
-    log.info("cluster %s (Kubernetes %s), namespace %s", cluster.server, version, cluster.namespace)
+    cluster.check_reachable()
+    log.info("cluster %s, namespace %s", cluster.server, cluster.namespace)
     return cluster
 
 

@@ -1,10 +1,11 @@
-"""A small, typed-enough door to the Kubernetes API: connect, read, create, list, delete.
+"""A small door to the Kubernetes API: connect, read, create, list, delete, as plain JSON.
 
 The official `kubernetes` client is imported here only, on first use, so that `--help` and the
-local backend never pay for it. Objects travel as plain dicts both ways (what the renderer makes
-is what is sent; what comes back is the server's JSON), so no field is lost to a client model
-that is older than the cluster. Every call has a short timeout and no retries: an unreachable
-cluster is one sentence within seconds, not a hang.
+local backend never pay for it. Its configuration loading (kubeconfig, in-cluster service
+account, auth plugins) and transport are used; its typed models are not: objects travel as
+plain dicts both ways, because those models are stricter than the API (`nvidia.com/gpu: 1`
+fails their validation) and may lag behind the cluster. Every call has a short timeout and no
+retries: an unreachable cluster is one sentence within seconds, not a hang.
 """
 
 from __future__ import annotations
@@ -21,17 +22,18 @@ IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 Obj = dict[str, Any]
 
-# (apiVersion, kind) -> (typed API class, method suffix); PodMonitor goes through custom objects.
-_TYPED = {
-    ("v1", "ServiceAccount"): ("CoreV1Api", "service_account"),
-    ("v1", "Service"): ("CoreV1Api", "service"),
-    ("v1", "ConfigMap"): ("CoreV1Api", "config_map"),
-    ("v1", "Pod"): ("CoreV1Api", "pod"),
-    ("v1", "Event"): ("CoreV1Api", "event"),
-    ("apps/v1", "Deployment"): ("AppsV1Api", "deployment"),
-    ("batch/v1", "Job"): ("BatchV1Api", "job"),
+# (apiVersion, kind) -> resource plural: every kind the launcher reads or writes.
+PLURALS = {
+    ("v1", "ServiceAccount"): "serviceaccounts",
+    ("v1", "Service"): "services",
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Pod"): "pods",
+    ("v1", "Event"): "events",
+    ("apps/v1", "Deployment"): "deployments",
+    ("batch/v1", "Job"): "jobs",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitors",
 }
-_CUSTOM = {("monitoring.coreos.com/v1", "PodMonitor"): "podmonitors"}
+CUSTOM = {("monitoring.coreos.com/v1", "PodMonitor")}  # kinds a cluster may not have
 
 
 class ClusterError(UserError):
@@ -54,6 +56,8 @@ class Cluster:
         default_namespace = "default"
         try:
             if config_file or _kubeconfig_exists() or not _in_cluster():
+                # Read KUBECONFIG now: the client's default was fixed when it was imported.
+                config_file = config_file or os.environ.get("KUBECONFIG") or "~/.kube/config"
                 config.load_kube_config(
                     config_file=config_file, context=context, client_configuration=configuration
                 )
@@ -75,58 +79,65 @@ class Cluster:
 
     # ------------------------------------------------------------ calls
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run one API call; 404 -> None, anything else failing -> one sentence."""
-        kwargs.setdefault("_request_timeout", (CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+    def _path(self, api_version: str, kind: str, name: str | None = None) -> str:
+        root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        path = f"{root}/namespaces/{self.namespace}/{PLURALS[(api_version, kind)]}"
+        return f"{path}/{name}" if name else path
+
+    def _call(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        *,
+        body: Obj | None = None,
+        query: list[tuple[str, str]] | None = None,
+    ) -> Obj | None:
+        """One request as plain JSON (no client models, which are stricter than the API and
+        can lag behind it); 404 -> None, any other failure -> one sentence."""
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
         try:
-            response = fn(*args, _preload_content=False, **kwargs)
-        except self._client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise ClusterError(f"cannot {what}: {_api_reason(exc)}.") from None
+            request = self.api.param_serialize(
+                method, path, query_params=query or None, header_params=headers, body=body,
+                auth_settings=["BearerToken"],
+            )  # fmt: skip
+            response = self.api.call_api(
+                *request, _request_timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
+            )
+            data = response.read()
         except Exception as exc:  # urllib3 and socket errors come in many types
             raise ClusterError(
                 f"cannot reach the Kubernetes API at {self.server} to {what} ({_first_line(exc)})."
             ) from None
-        data = response.data
+        if response.status == 404:
+            return None
+        if not 200 <= response.status < 300:
+            raise ClusterError(f"cannot {what}: {_api_reason(response.status, data)}.")
         return json.loads(data) if data else {}
 
-    def check_reachable(self) -> str:
-        """The server's version, or one sentence (within about CONNECT_TIMEOUT_S) why not."""
-        api = self._client.VersionApi(self.api)
-        info = self._call("ask its version", api.get_code)
-        return str((info or {}).get("gitVersion", "?"))
+    def check_reachable(self) -> None:
+        """One cheap call that needs what a launch needs: the API, the namespace, Job access.
 
-    def _typed(self, obj_or_kind: tuple[str, str]) -> tuple[Any, str]:
-        api_name, suffix = _TYPED[obj_or_kind]
-        return getattr(self._client, api_name)(self.api), suffix
+        Fails with one sentence within about CONNECT_TIMEOUT_S when the API cannot be reached.
+        """
+        found = self._call(
+            f"list Jobs in namespace {self.namespace}",
+            "GET",
+            self._path("batch/v1", "Job"),
+            query=[("limit", "1")],
+        )
+        if found is None:
+            raise ClusterError(f"the Kubernetes API at {self.server} serves no Jobs (batch/v1).")
 
     def get(self, api_version: str, kind: str, name: str) -> Obj | None:
-        if (api_version, kind) in _CUSTOM:
-            group, version = api_version.split("/")
-            api = self._client.CustomObjectsApi(self.api)
-            return self._call(
-                f"read {kind} {name}",
-                api.get_namespaced_custom_object,
-                group, version, self.namespace, _CUSTOM[(api_version, kind)], name,
-            )  # fmt: skip
-        api, suffix = self._typed((api_version, kind))
-        return self._call(
-            f"read {kind} {name}", getattr(api, f"read_namespaced_{suffix}"), name, self.namespace
-        )
+        return self._call(f"read {kind} {name}", "GET", self._path(api_version, kind, name))
 
     def create(self, obj: Obj) -> Obj:
         api_version, kind, name = obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
         body = {**obj, "metadata": {**obj["metadata"], "namespace": self.namespace}}
-        if (api_version, kind) in _CUSTOM:
-            group, version = api_version.split("/")
-            api = self._client.CustomObjectsApi(self.api)
-            fn = api.create_namespaced_custom_object
-            args: tuple[Any, ...] = (group, version, self.namespace, _CUSTOM[(api_version, kind)])
-        else:
-            api, suffix = self._typed((api_version, kind))
-            fn, args = getattr(api, f"create_namespaced_{suffix}"), (self.namespace,)
-        created = self._call(f"create {kind} {name}", fn, *args, body)
+        created = self._call(
+            f"create {kind} {name}", "POST", self._path(api_version, kind), body=body
+        )
         if created is None:
             raise ClusterError(f"cannot create {kind} {name}: the cluster does not serve {kind}.")
         return created
@@ -135,61 +146,28 @@ class Cluster:
         """Objects of a kind carrying every label given (also filtered here: not every API
         server honours label selectors, and an emulator may not)."""
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
-        if (api_version, kind) in _CUSTOM:
-            group, version = api_version.split("/")
-            api = self._client.CustomObjectsApi(self.api)
-            found = self._call(
-                f"list {kind}s",
-                api.list_namespaced_custom_object,
-                group, version, self.namespace, _CUSTOM[(api_version, kind)],
-                label_selector=selector,
-            )  # fmt: skip
-        else:
-            api, suffix = self._typed((api_version, kind))
-            found = self._call(
-                f"list {kind}s",
-                getattr(api, f"list_namespaced_{suffix}"),
-                self.namespace,
-                label_selector=selector,
-            )
-        items = (found or {}).get("items", [])
+        found = self._call(
+            f"list {kind}s", "GET", self._path(api_version, kind),
+            query=[("labelSelector", selector)],
+        )  # fmt: skip
+        items = (found or {}).get("items") or []
         return [o for o in items if _has_labels(o, labels)]
 
     def delete(self, api_version: str, kind: str, name: str) -> bool:
-        """Delete one object (its pods too, in the background); False if it was not there."""
-        body = {"propagationPolicy": "Background"}
-        if (api_version, kind) in _CUSTOM:
-            group, version = api_version.split("/")
-            api = self._client.CustomObjectsApi(self.api)
-            done = self._call(
-                f"delete {kind} {name}",
-                api.delete_namespaced_custom_object,
-                group, version, self.namespace, _CUSTOM[(api_version, kind)], name,
-                body=body,
-            )  # fmt: skip
-        else:
-            api, suffix = self._typed((api_version, kind))
-            done = self._call(
-                f"delete {kind} {name}",
-                getattr(api, f"delete_namespaced_{suffix}"),
-                name,
-                self.namespace,
-                body=body,
-            )
+        """Delete one object (a Job's pods too, in the background); False if it was not there."""
+        done = self._call(
+            f"delete {kind} {name}", "DELETE", self._path(api_version, kind, name),
+            body={"propagationPolicy": "Background"},
+        )  # fmt: skip
         return done is not None
 
     def serves(self, api_version: str, kind: str) -> bool:
         """Whether the cluster knows a custom kind (a PodMonitor needs the Prometheus operator)."""
-        if (api_version, kind) not in _CUSTOM:
+        if (api_version, kind) not in CUSTOM:
             return True
-        group, version = api_version.split("/")
-        api = self._client.CustomObjectsApi(self.api)
         found = self._call(
-            f"look for {kind}s",
-            api.list_namespaced_custom_object,
-            group, version, self.namespace, _CUSTOM[(api_version, kind)],
-            limit=1,
-        )  # fmt: skip
+            f"look for {kind}s", "GET", self._path(api_version, kind), query=[("limit", "1")]
+        )
         return found is not None
 
 
@@ -215,13 +193,13 @@ def _context_namespace(config_file: str | None, context: str | None) -> str | No
     return ((chosen or {}).get("context") or {}).get("namespace")
 
 
-def _api_reason(exc: Any) -> str:
+def _api_reason(status: int, data: bytes | None) -> str:
     try:
-        body = json.loads(exc.body or "{}")
+        body = json.loads(data or b"{}")
     except ValueError:
         body = {}
     message = body.get("message") if isinstance(body, dict) else None
-    return f"{exc.status} {exc.reason}" + (f": {_first_line(message)}" if message else "")
+    return f"HTTP {status}" + (f": {_first_line(message)}" if message else "")
 
 
 def _first_line(exc: object) -> str:

@@ -91,7 +91,10 @@ BAD_SWEEPS = [
 
 @pytest.mark.parametrize(("extra", "message"), BAD_SWEEPS)
 def test_bad_sweep_input_is_one_sentence_and_creates_nothing(
-    tmp_path, dataset, extra, message  # noqa: ANN001
+    tmp_path,
+    dataset,
+    extra,
+    message,  # noqa: ANN001
 ) -> None:
     out = tmp_path / "sweeps" / "s1"
     code, stdout, stderr = launcher("sweep", "--data", dataset, "--out", str(out), *extra)
@@ -118,10 +121,14 @@ def test_missing_and_bad_settings(tmp_path, dataset) -> None:  # noqa: ANN001
     assert (code, stderr) == (2, "error: --lrs is required (or `lrs` in a values file).\n")
     values = tmp_path / "v.yaml"
     values.write_text(yaml.safe_dump({"trainerArgs": ["--lr", "0.5"]}))
-    code, _, stderr = launcher("sweep", "--data", dataset, "--out", out, "--lrs", "1", "-f", str(values))
+    code, _, stderr = launcher(
+        "sweep", "--data", dataset, "--out", out, "--lrs", "1", "-f", str(values)
+    )
     assert code == 2 and "trainerArgs" in stderr and "--lr" in stderr
     values.write_text("trainer: [unclosed\n")
-    code, _, stderr = launcher("sweep", "--data", dataset, "--out", out, "--lrs", "1", "-f", str(values))
+    code, _, stderr = launcher(
+        "sweep", "--data", dataset, "--out", out, "--lrs", "1", "-f", str(values)
+    )
     assert code == 2 and "is not valid YAML" in stderr
     code, _, stderr = launcher(
         "sweep", "--backend", "kubernetes", "--dry-run", "--data", "gs://bucket-x/d",

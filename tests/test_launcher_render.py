@@ -97,7 +97,10 @@ def test_default_objects(capsys) -> None:  # noqa: ANN001
     assert spec["backoffLimit"] == 3
     assert "suspend" not in spec and "activeDeadlineSeconds" not in spec
     rules = spec["podFailurePolicy"]["rules"]
-    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]} in rules  # noqa: E501
+    assert {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    } in rules  # noqa: E501
     assert any(
         r["action"] == "Ignore" and r["onExitCodes"]["values"] == [143]
         for r in rules
@@ -214,7 +217,10 @@ def test_trainer_flag_table_matches_the_trainer() -> None:
         for option in action.option_strings
         if option.startswith("--")
     }
-    assert theirs - set(trainer_flags.RESERVED) == set(trainer_flags.FLAGS) | {"--help", "--verbose"}
+    assert theirs - set(trainer_flags.RESERVED) == set(trainer_flags.FLAGS) | {
+        "--help",
+        "--verbose",
+    }
 
 
 def test_trainer_args_keep_their_order_and_merge() -> None:

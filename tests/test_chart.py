@@ -641,7 +641,7 @@ def test_one_trainer_job_per_lr_with_the_failure_policy(helm: str) -> None:
         assert args[:6] == ["--data", REQUIRED["data"], "--run-dir", sweep.run(run).uri,
                             "--lr", run[len("lr-"):]]  # fmt: skip
         assert float(args[5]) == lr
-        assert args[-4:] == ["--metrics-port", "9090", "--exit-code-on-stop", "143"]
+        assert args[6:] == ["--exit-code-on-stop", "143", "--metrics-port", "9090"]
         assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
         assert c["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
         (init,) = pod["initContainers"]
@@ -665,7 +665,7 @@ def test_cpu_only_trainers_tolerations_and_node_selector(helm: str) -> None:
         assert pod["terminationGracePeriodSeconds"] == 90
         assert job["spec"]["activeDeadlineSeconds"] == 172800
         assert job["spec"]["backoffLimit"] == 5
-        assert c["args"][6:12] == values["trainerArgs"]
+        assert c["args"][10:] == values["trainerArgs"]
     (evaluator,) = by_kind(objs, "Deployment")
     pod = evaluator["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "cpu"}

@@ -371,7 +371,11 @@ def test_values_yaml_documents_every_key_and_the_schema_knows_them() -> None:
     the schema (less its required keys) accepts values.yaml while refusing unknown keys."""
     schema = json.loads((CHART / "values.schema.json").read_text())
     lines = (CHART / "values.yaml").read_text().splitlines()
-    undocumented, stack = [], []  # stack: (indent, key, documented) enclosing a line
+    undocumented, documented_keys, stack = (
+        [],
+        [],
+        [],
+    )  # stack: (indent, key, documented) enclosing a line
     for i, line in enumerate(lines):
         match = re.match(r"^(\s*)([A-Za-z][\w.]*):", line)
         if not match:
@@ -385,6 +389,8 @@ def test_values_yaml_documents_every_key_and_the_schema_knows_them() -> None:
         documented = j >= 0 and lines[j].lstrip().startswith("# --")
         inside_documented = any(d for _, _, d in stack)
         stack.append((indent, match.group(2), documented))
+        if documented and not inside_documented:
+            documented_keys.append(".".join(key for _, key, _ in stack))
         if inside_documented or documented:
             continue  # a documented setting, or part of one's value (resources: requests:)
         node: dict | None = schema
@@ -393,6 +399,9 @@ def test_values_yaml_documents_every_key_and_the_schema_knows_them() -> None:
         if node is None or "properties" not in node:  # not a section of settings
             undocumented.append(".".join(key for _, key, _ in stack))
     assert not undocumented, f"keys of values.yaml without a '# --' comment: {undocumented}"
+    readme = (CHART / "README.md").read_text()
+    missing = [k for k in ["data", "out", "lrs", *documented_keys] if f"| `{k}` |" not in readme]
+    assert not missing, f"keys missing from the chart's README table: {missing}"
 
     def walk(node: dict, where: str) -> None:
         if node.get("type") == "object" and "properties" in node:

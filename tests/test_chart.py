@@ -823,6 +823,42 @@ def test_notes_say_how_to_open_tensorboard_and_follow_the_runs() -> None:
 # ------------------------------------------------------------------ running what the pods run
 
 
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_commands_parse_with_the_apps_own_parsers(helm: str, value_set: str) -> None:
+    """Every container's arguments are accepted by the real command-line parsers of the
+    trainer, the evaluator and the launcher's record-sweep (none of them imports TensorFlow),
+    and mean what the values say."""
+    from evaluator.cli import eval_parser
+    from launcher.cli import record_parser
+    from trainer.config import parse_args as trainer_args
+
+    values = VALUE_SETS[value_set]
+    objs = render(helm, values)
+    trainer = {**values_yaml()["trainer"], **values.get("trainer", {})}
+    evaluator = {**values_yaml()["evaluator"], **values.get("evaluator", {})}
+    sweep_dir = layout.SweepDir.at(values["out"])
+    for job in by_kind(objs, "Job"):
+        run = job["metadata"]["labels"]["inception-finetune/run"]
+        config, given = trainer_args(trainer_container(job)["args"])
+        assert run_name_for_lr(config.lr) == run
+        assert config.data == values["data"]
+        assert config.run_dir == sweep_dir.run(run).uri
+        assert config.exit_code_on_stop == 143
+        assert config.metrics_port == trainer["metricsPort"]
+        (init,) = job["spec"]["template"]["spec"]["initContainers"]
+        recorded = record_parser().parse_args(init["args"])
+        assert [run_name_for_lr(lr) for lr in recorded.lrs] == [run]
+        assert (recorded.out, recorded.data) == (values["out"], values["data"])
+        assert recorded.name == values.get("name", RELEASE)
+    (deployment,) = [
+        d for d in by_kind(objs, "Deployment") if d["metadata"]["name"].endswith("-evaluator")
+    ]
+    args = eval_parser().parse_args(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert args.sweep_dir == values["out"] and args.keep_running and not args.once
+    assert args.interval == evaluator["interval"]
+    assert args.metrics_port == evaluator["metricsPort"]
+
+
 def _run_container(container: dict, extra_env: dict[str, str]) -> subprocess.CompletedProcess:
     """A container's command as a local process: this Python for `python`, the container's own
     env values (HOME and the cache pointed at a temp dir), the repository on the path."""

@@ -112,6 +112,11 @@ def check_bucket(spec: SweepSpec) -> None:
     """The dataset is complete and the sweep dir writable: else one sentence, nothing written."""
     manifest.load(spec.data)
     storage.check_writable_location(spec.out)
+    args = list(spec.trainer_args)
+    if "--weights" in args:
+        weights = args[args.index("--weights") + 1]
+        if weights.lower() not in ("imagenet", "none") and not storage.exists(weights):
+            raise UserError(f"--weights {weights} does not exist.")
 
 
 def sweep_main(args: argparse.Namespace) -> int:

@@ -231,3 +231,31 @@ def test_trainer_args_keep_their_order_and_merge() -> None:
     ]  # fmt: skip
     namespace = argparse.Namespace(trainer_steps="7", trainer_xla=True)
     assert trainer_flags.from_namespace(namespace) == ["--steps", "7", "--xla"]
+
+
+def test_rbac_grants_what_the_launcher_uses_and_no_more(capsys, values_file) -> None:  # noqa: ANN001
+    import os
+
+    from launcher import kube
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "k8s", "rbac.yaml")) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    for doc in docs:
+        for version in VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    assert not any(r == "secrets" for _, r in granted)
+    assert not any({"update", "patch"} & verbs for verbs in granted.values())
+    rendered = render(capsys, "-f", values_file)
+    for obj in rendered:
+        group = obj["apiVersion"].rpartition("/")[0]
+        plural = kube.PLURALS[(obj["apiVersion"], obj["kind"])]
+        assert {"get", "list", "create", "delete"} <= granted[(group, plural)], obj["kind"]
+    for resource in ("pods", "pods/log", "events"):
+        assert {"get", "list"} <= granted[("", resource)]

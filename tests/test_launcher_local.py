@@ -1,0 +1,111 @@
+"""The local backend end to end: a real 3-lr sweep of real trainers and a real evaluator.
+
+One scenario, in the order a user lives it (TensorFlow on 2 cores is slow, so it is shared):
+start a sweep, press Ctrl-C once a checkpoint exists (every child stops cleanly, exit 130),
+run the same command again (the stopped runs resume, the sweep finishes, the leaderboard is
+printed), and once more (nothing is retrained). Tiny runs: 75-pixel images, random weights,
+the head only, 4 steps.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from common import layout
+from tests.trainer_testdata import REPO, write_dataset
+
+pytest.importorskip("tensorflow")
+
+LRS = "0.1,0.01,0.001"
+FLAGS = ["--steps", "4", "--batch-size", "4", "--image-size", "75", "--weights", "none",
+         "--fine-tune", "head", "--checkpoint-every", "2"]  # fmt: skip
+
+
+def command(data: str, out: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "launcher", "sweep", "--data", data, "--out", out,
+            "--lrs", LRS, "--parallel", "3", *FLAGS, *extra]  # fmt: skip
+
+
+def run(argv: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = str(tmp_path_factory.mktemp("local-sweep") / "colours")
+    write_dataset(path, train_per_class=4, val_per_class=2, train_shards=1, size=80)
+    return path
+
+
+def test_stop_resume_finish_and_rerun(data: str, tmp_path) -> None:  # noqa: ANN001
+    out = str(tmp_path / "sweeps" / "colours")
+    sweep_dir = layout.SweepDir(out)
+
+    # 1. Ctrl-C once some run has a checkpoint: every child stops, exit 130.
+    proc = subprocess.Popen(
+        command(data, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+    deadline = time.monotonic() + 600
+    while not glob.glob(os.path.join(out, "runs", "*", "checkpoints", "ckpt-*.index")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert "stopped; the same command resumes the sweep" in stderr
+    assert "stopped, exit code" in stderr
+    assert sweep_dir.load().run_names() == ["lr-0.1", "lr-0.01", "lr-0.001"]
+    assert not all(run.is_complete() for run in sweep_dir.runs())
+    for name in ("lr-0.1", "lr-0.01", "lr-0.001", "evaluator"):
+        assert os.path.exists(os.path.join(out, "logs", f"{name}.log"))
+
+    # 2. The same command again: runs resume, the sweep finishes, the leaderboard is printed.
+    done = run(command(data, out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert all(sweep_dir.run(name).is_complete() for name in ("lr-0.1", "lr-0.01", "lr-0.001"))
+    assert "resumed from checkpoint" in done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"leaderboard of {out}:"
+    table = lines[1:5]
+    assert table[0].split() == ["run", "lr", "state", "step", "loss", "best", "top-1", "at", "step",
+                                "complete"]  # fmt: skip
+    assert sum(line.startswith("*") for line in table[1:]) == 1
+    assert {line.split()[-1] for line in table[1:]} == {"yes"}
+    assert f"TensorBoard: tensorboard --logdir {out}" in done.stdout
+    board = sweep_dir.leaderboard()
+    assert {row["run"] for row in board["runs"]} == {"lr-0.1", "lr-0.01", "lr-0.001"}
+
+    # 3. Once more: nothing is retrained.
+    again = run(command(data, out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("already complete, not retrained") == 3
+    assert "-m trainer" not in again.stderr and "lr-0.1: started" not in again.stderr
+    assert "leaderboard of" in again.stdout
+
+    # status reads the same from the bucket.
+    status = run([sys.executable, "-m", "launcher", "status", "--sweep", out])
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("complete") >= 3 and "4/4" in status.stdout
+
+
+def test_a_failing_run_is_reported(data: str, tmp_path) -> None:  # noqa: ANN001
+    out = str(tmp_path / "sweeps" / "broken")
+    run_dir = layout.SweepDir(out).run("lr-0.5")
+    os.makedirs(run_dir.uri)
+    with open(run_dir.hparams_uri, "w") as f:
+        f.write("{not json")
+    argv = [sys.executable, "-m", "launcher", "sweep", "--data", data, "--out", out,
+            "--lrs", "0.5", *FLAGS]  # fmt: skip
+    done = run(argv)
+    assert done.returncode == 1
+    assert "lr-0.5: failed, exit code 2; last lines of" in done.stderr
+    assert "is not valid JSON" in done.stderr
+    assert "1 run(s) failed: lr-0.5" in done.stderr

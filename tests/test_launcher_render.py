@@ -229,8 +229,10 @@ def test_trainer_args_keep_their_order_and_merge() -> None:
     assert trainer_flags.merge(base, ["--epochs", "2", "--weights", "imagenet"]) == [
         "--weights", "imagenet", "--xla", "--epochs", "2",
     ]  # fmt: skip
-    namespace = argparse.Namespace(trainer_steps="7", trainer_xla=True)
-    assert trainer_flags.from_namespace(namespace) == ["--steps", "7", "--xla"]
+    parser = argparse.ArgumentParser()
+    trainer_flags.add_to(parser)
+    namespace = parser.parse_args(["--xla", "--steps", "7", "--epochs", "3", "--steps", "8"])
+    assert trainer_flags.from_namespace(namespace) == ["--xla", "--epochs", "3", "--steps", "8"]
 
 
 def test_rbac_grants_what_the_launcher_uses_and_no_more(capsys, values_file) -> None:  # noqa: ANN001

@@ -68,9 +68,9 @@ def main() -> None:
 
     import tensorflow as tf
 
+    from common.layout import Checkpoint
     from common.model import build_classifier
     from evaluator.evaluate import Evaluator, RunSetup
-    from evaluator.runs import Checkpoint
 
     root = tempfile.mkdtemp(prefix="bench-evaluator-")
     data = os.path.join(root, "data")
@@ -78,7 +78,7 @@ def main() -> None:
     model = build_classifier(CLASSES, args.image_size)
     prefix = tf.train.Checkpoint(model=model).write(os.path.join(root, "ckpt-1"))
 
-    setup = RunSetup(data, manifest, args.image_size)
+    setup = RunSetup(data, manifest, args.image_size, {})
     evaluator = Evaluator(args.batch)
     evaluator.score(setup, Checkpoint(1, prefix))  # warm-up: tracing, thread pools
     start = time.monotonic()

@@ -11,6 +11,12 @@ class UserError(Exception):
     """A problem with the user's input or environment: shown as one sentence, exit code 2."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first line, for a one-sentence message (its type when it has no text)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

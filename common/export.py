@@ -12,9 +12,15 @@ import tensorflow as tf
 
 from common.data import preprocess_for_eval
 
-LABELS_FILE = "labels.txt"
+LABELS_FILE = "labels.txt"  # written last: its presence marks a complete export
 SIGNATURE = "serving_default"
 INPUT_NAME = "image_bytes"
+
+
+def is_complete_export(uri: str) -> bool:
+    """True when an export finished: the SavedModel, its variables, then labels.txt (last)."""
+    needed = ("saved_model.pb", "variables/variables.index", LABELS_FILE)
+    return all(tf.io.gfile.exists(uri.rstrip("/") + "/" + name) for name in needed)
 
 
 def export_model(model: keras.Model, labels: list[str], image_size: int, out_uri: str) -> None:

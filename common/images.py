@@ -18,6 +18,8 @@ import warnings
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from common.cli import first_line
+
 # What people keep in image folders. Phone JPEGs with a second frame appended open as "JPEG"
 # and come back as format "MPO".
 ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
@@ -72,7 +74,7 @@ def to_stored_jpeg(data: bytes, max_side: int) -> StoredImage:
         image.load()
         rgb = _to_rgb(image)
     except Exception as exc:  # a damaged file can make a decoder raise almost anything
-        raise BadImage(f"cannot decode image data ({_short(exc)})") from exc
+        raise BadImage(f"cannot decode image data ({first_line(exc, 160)})") from exc
     if rgb.size != target:
         # Bilinear with Pillow's antialiasing: smooth enough for training data at 500 px, and
         # about 40% cheaper than bicubic on the 5% of photos that need it.
@@ -104,9 +106,9 @@ def _open(data: bytes) -> ImageFile.ImageFile:
             "not an image (content not recognised as JPEG, PNG, GIF, BMP, WebP or TIFF)"
         ) from exc
     except Image.DecompressionBombError as exc:
-        raise BadImage(f"image too large to decode safely ({_short(exc)})") from exc
+        raise BadImage(f"image too large to decode safely ({first_line(exc, 160)})") from exc
     except Exception as exc:  # as above: the file's fault, whatever a parser raises
-        raise BadImage(f"damaged image header ({_short(exc)})") from exc
+        raise BadImage(f"damaged image header ({first_line(exc, 160)})") from exc
     if image.width < 1 or image.height < 1:
         raise BadImage("image has no pixels")
     # The bytes are in memory: hand the decoder all of them at once, not 64 kB at a time
@@ -168,7 +170,7 @@ def _validate_fully(image: Image.Image) -> None:
     try:
         image.load()
     except Exception as exc:  # as above
-        raise BadImage(f"truncated or corrupt JPEG data ({_short(exc)})") from exc
+        raise BadImage(f"truncated or corrupt JPEG data ({first_line(exc, 160)})") from exc
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -191,8 +193,3 @@ def _sixteen_to_eight(image: Image.Image) -> Image.Image:
     # I;16 is 16-bit by definition; for I and F the values tell.
     peak = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
     return Image.fromarray(np.clip(pixels * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8), "L")
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from common.cli import UserError
+from common.cli import UserError, first_line
 
 GCS_SCHEME = "gs://"
 # Object uploads at or under this size are single requests that honour preconditions.
@@ -166,8 +166,7 @@ def _short(exc: BaseException) -> str:
         if isinstance(cause, OSError) and cause.strerror:
             return cause.strerror
         cause = cause.__cause__ or cause.__context__
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    return first_line(exc, 200)
 
 
 # ---------------------------------------------------------------- reading
@@ -175,8 +174,11 @@ def _short(exc: BaseException) -> str:
 
 def read_bytes(uri: str) -> bytes:
     if not is_gcs(uri):
-        with open(uri, "rb") as f:
-            return f.read()
+        try:
+            with open(uri, "rb") as f:
+                return f.read()
+        except NotADirectoryError as exc:  # a/b/c where a/b is a file: c is simply not there
+            raise FileNotFoundError(f"{uri} does not exist ({exc.strerror})") from exc
     with _gcs_errors(uri, "read"):
         return _blob(uri).download_as_bytes()
 

@@ -10,7 +10,7 @@ import logging
 import sys
 
 from common import storage
-from common.args import ArgumentParser, positive_float, positive_int
+from common.args import ArgumentParser, port, positive_float, positive_int
 from common.cli import UserError, setup_logging
 
 log = logging.getLogger("evaluator")
@@ -47,7 +47,13 @@ def eval_parser() -> ArgumentParser:
         "--batch-size", type=positive_int, default=32, help="evaluation batch size (default 32)"
     )
     parser.add_argument(
-        "--metrics-port", type=int, metavar="N", help="serve Prometheus metrics on this port"
+        "--keep-running",
+        action="store_true",
+        help="watch mode: when every run is done, stay up (serving metrics) and evaluate runs "
+        "added to the sweep later; for a long-running evaluator in a cluster",
+    )
+    parser.add_argument(
+        "--metrics-port", type=port, metavar="N", help="serve Prometheus metrics on this port"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
@@ -93,10 +99,13 @@ def eval_main(argv: list[str]) -> int:
     target = storage.normalize(args.sweep_dir or args.run_dir)
     if args.once and not storage.is_dir(target):
         raise UserError(f"{target} does not exist.")
+    if args.keep_running and args.once:
+        raise UserError("--keep-running only applies to watch mode, not --once.")
     storage.check_writable_location(target)
-    if args.metrics_port is not None:
-        from evaluator import metrics
+    from evaluator.metrics import EvalMetrics
 
+    metrics = EvalMetrics()
+    if args.metrics_port:
         metrics.serve(args.metrics_port)
         log.info("serving Prometheus metrics on port %d", args.metrics_port)
 
@@ -109,6 +118,8 @@ def eval_main(argv: list[str]) -> int:
         interval=args.interval,
         timeout=args.timeout,
         batch_size=args.batch_size,
+        keep_running=args.keep_running,
+        metrics=metrics,
     )
     if args.once:
         board, finished = watch.run_once(options), True
@@ -126,6 +137,8 @@ def print_verdict(board: dict) -> None:
             f"loss {row['best_loss']:.4f} at step {row['best_step']} "
             f"(last evaluated step {row['last_step']}{', complete' if row['complete'] else ''})"
         )
+    for row in board.get("broken", []):
+        print(f"broken {row['run']}: {row['reason']}")
     best = board.get("best")
     if best:
         print(f"best checkpoint: {best['run']} step {best['step']}, exported to {best['export']}")

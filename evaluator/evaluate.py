@@ -10,8 +10,9 @@ import tensorflow as tf
 
 from common import data as common_data
 from common import manifest as manifest_mod
+from common.cli import UserError, first_line
+from common.layout import Checkpoint, RunDir
 from common.model import build_classifier
-from evaluator.runs import Checkpoint, Run
 from evaluator.scoring import Scorer
 
 log = logging.getLogger("evaluator")
@@ -28,12 +29,16 @@ class RunSetup:
     data_uri: str
     manifest: manifest_mod.Manifest
     image_size: int
+    hparams: dict
 
     @classmethod
-    def of(cls, run: Run) -> RunSetup:
+    def of(cls, run: RunDir) -> RunSetup:
+        """Raises UserError (unreadable hparams.json or dataset) or KeyError (a missing key)."""
         hparams = run.hparams()
+        if not isinstance(hparams, dict):
+            raise UserError(f"{run.hparams_uri} is missing or not a JSON object.")
         data_uri = hparams["data"]
-        return cls(data_uri, manifest_mod.load(data_uri), int(hparams["image_size"]))
+        return cls(data_uri, manifest_mod.load(data_uri), int(hparams["image_size"]), hparams)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -68,8 +73,7 @@ class Evaluator:
         try:
             tf.train.Checkpoint(model=model).read(checkpoint.prefix).expect_partial()
         except Exception as exc:  # a damaged file surfaces as many types, IndexError included
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            raise CheckpointUnreadable(f"{type(exc).__name__}: {first}") from exc
+            raise CheckpointUnreadable(f"{type(exc).__name__}: {first_line(exc)}") from exc
         return model
 
     def score(self, setup: RunSetup, checkpoint: Checkpoint) -> tuple[dict, list[list[int]]]:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import datetime
 
 from common import storage
+from common.layout import RunDir
 from evaluator.ledger import Ledger
-from evaluator.runs import Run
 
-LEADERBOARD = "leaderboard.json"
 # Hyperparameters worth a column; the rest stay in each run's hparams.json.
 _SHOWN_HPARAMS = ("lr", "batch_size", "optimizer", "fine_tune", "image_size", "weights", "steps")
 
 
-def rank(runs: list[tuple[Run, Ledger, dict]]) -> list[dict]:
+def rank(runs: list[tuple[RunDir, Ledger, dict]]) -> list[dict]:
     """Rows for runs with at least one scored checkpoint, best top-1 first."""
     rows = []
     for run, ledger, hparams in runs:
@@ -43,17 +42,23 @@ def rank(runs: list[tuple[Run, Ledger, dict]]) -> list[dict]:
 
 
 def read(uri: str) -> dict:
+    """The last leaderboard written; empty when there is none or it cannot be read."""
     try:
-        return storage.read_json(uri)
-    except FileNotFoundError:
+        board = storage.read_json(uri)
+    except (FileNotFoundError, ValueError):
         return {}
+    return board if isinstance(board, dict) else {}
 
 
-def write(uri: str, rows: list[dict], best_export: dict | None) -> dict:
+def write(
+    uri: str, rows: list[dict], best_export: dict | None, broken: dict[str, str] | None = None
+) -> dict:
+    """leaderboard.json: ranked runs, the best export, and runs that could not be read (why)."""
     board = {
         "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "runs": rows,
         "best": best_export,
+        "broken": [{"run": name, "reason": why} for name, why in sorted((broken or {}).items())],
     }
     storage.write_json(uri, board)
     return board

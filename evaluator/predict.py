@@ -6,7 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 from common import storage
-from common.cli import UserError
+from common.cli import UserError, first_line
+from common.export import SIGNATURE, is_complete_export
 from common.images import BadImage, to_stored_jpeg
 
 # The export resizes anyway; capping the side first keeps huge photos cheap to send.
@@ -16,7 +17,15 @@ _MAX_SIDE = 1024
 def load_model(model_uri: str):  # noqa: ANN201 - a loaded SavedModel signature
     if not storage.exists(storage.join(model_uri, "saved_model.pb")):
         raise UserError(f"no SavedModel at {model_uri} (saved_model.pb not found).")
-    return tf.saved_model.load(model_uri).signatures["serving_default"]
+    if not is_complete_export(model_uri):
+        raise UserError(
+            f"the export at {model_uri} is incomplete (its writer was stopped mid-way); use "
+            "another version, or export again."
+        )
+    try:
+        return tf.saved_model.load(model_uri).signatures[SIGNATURE]
+    except (OSError, ValueError, KeyError, tf.errors.OpError) as exc:
+        raise UserError(f"cannot load the export at {model_uri}: {first_line(exc)}") from exc
 
 
 def image_bytes(path: str) -> bytes:

@@ -9,13 +9,28 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-_WRITERS: dict[str, tf.summary.SummaryWriter] = {}
+
+class EvalSummaries:
+    """One event writer per run's eval dir, owned by the evaluator's Session."""
+
+    def __init__(self) -> None:
+        self.writers: dict[str, tf.summary.SummaryWriter] = {}
+
+    def write(self, eval_dir: str, step: int, result: dict, confusion: list[list[int]]) -> None:
+        writer = self.writers.get(eval_dir)
+        if writer is None:
+            writer = self.writers[eval_dir] = tf.summary.create_file_writer(eval_dir)
+        _write(writer, step, result, confusion)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()
 
 
-def write(eval_dir: str, step: int, result: dict, confusion: list[list[int]]) -> None:
-    writer = _WRITERS.get(eval_dir)
-    if writer is None:
-        writer = _WRITERS[eval_dir] = tf.summary.create_file_writer(eval_dir)
+def _write(
+    writer: tf.summary.SummaryWriter, step: int, result: dict, confusion: list[list[int]]
+) -> None:
     with writer.as_default(step=step):
         tf.summary.scalar("loss", result["loss"])
         tf.summary.scalar("accuracy/top1", result["top1"])

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from common import storage
+from common import layout, storage
 from tests.trainer_testdata import (
     QUICK,
     REPO,
@@ -133,8 +133,8 @@ def test_a_corrupt_checkpoint_is_retried_reported_and_does_not_stop_the_others(
 
 def test_watch_picks_up_late_runs_serves_metrics_and_exits_when_all_are_done(tmp_path, trained_run):
     sweep = make_sweep(tmp_path, trained_run, "early", complete=False)
-    with open(os.path.join(sweep, "sweep.json"), "w") as f:
-        json.dump({"candidates": [{"run": "early"}, {"run": "late"}]}, f)
+    candidates = [layout.Candidate("early", 0.1), layout.Candidate("late", 0.01)]
+    layout.SweepDir(sweep).save(layout.Sweep(name="s", data="unused", candidates=candidates))
     port = free_port()
     proc = subprocess.Popen(
         [

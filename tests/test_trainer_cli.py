@@ -50,15 +50,19 @@ def test_help_lists_the_contract_flags(capsys: pytest.CaptureFixture) -> None:
 @pytest.mark.parametrize(
     ("flags", "says"),
     [
-        (["--lr", "-1"], "argument --lr: '-1' is not a positive number"),
-        (["--lr", "fast"], "argument --lr: 'fast' is not a number"),
-        (["--lr", "nan"], "argument --lr: 'nan' is not a positive number"),
-        (["--batch-size", "0"], "argument --batch-size: '0' is not a positive whole number"),
+        (["--lr", "-1"], "argument --lr: expected a number greater than 0, got '-1'"),
+        (["--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
+        (["--lr", "nan"], "argument --lr: expected a number greater than 0, got 'nan'"),
+        (["--batch-size", "0"], "argument --batch-size: expected a whole number from 1 to 8192"),
+        (["--batch-size", "100000000"], "expected a whole number from 1 to 8192 (a global batch"),
         (["--steps", "10", "--epochs", "2"], "--epochs: not allowed with argument --steps"),
         (["--fine-tune", "some"], "argument --fine-tune: invalid choice: 'some'"),
-        (["--image-size", "64"], "argument --image-size: '64' is not at least 75 pixels"),
-        (["--metrics-port", "70000"], "'70000' is not a port number"),
-        (["--label-smoothing", "1"], "argument --label-smoothing: '1' is not in [0, 1)"),
+        (["--image-size", "64"], "argument --image-size: expected a whole number from 75 to 1024"),
+        (["--image-size", "100000"], "from 75 to 1024 (the network needs 75; more only costs"),
+        (["--metrics-port", "70000"], "expected a whole number from 0 to 65535 (a TCP port"),
+        (["--label-smoothing", "1"], "argument --label-smoothing: expected a number in [0, 1)"),
+        (["--exit-code-on-stop", "300"], "expected a whole number from 0 to 255"),
+        (["--run-dir", "s3://bucket/run"], "s3:// is not supported; use a local path or gs://"),
         (["--fine-tune", "head", "--head-warmup-steps", "5"], "only applies with --fine-tune all"),
         (["--weights", "backbone.bin"], "expected imagenet, none, or a Keras weights file"),
         (["--weights", "/nonexistent/backbone.h5"], "/nonexistent/backbone.h5 does not exist"),
@@ -83,6 +87,13 @@ def test_missing_required_flag(capsys: pytest.CaptureFixture, dataset: str) -> N
 def test_missing_dataset(capsys: pytest.CaptureFixture, tmp_path) -> None:  # noqa: ANN001
     line = _fails(capsys, ["--data", str(tmp_path / "nothing"), "--run-dir", str(tmp_path / "r")])
     assert f"no dataset.json in {tmp_path / 'nothing'}" in line
+
+
+def test_data_that_is_a_file(capsys: pytest.CaptureFixture, tmp_path) -> None:  # noqa: ANN001
+    (tmp_path / "train-00000-of-00001").write_bytes(b"shard")
+    data = str(tmp_path / "train-00000-of-00001")
+    line = _fails(capsys, ["--data", data, "--run-dir", str(tmp_path / "r")])
+    assert f"no dataset.json in {data}" in line
 
 
 def test_run_dir_that_cannot_be_written(

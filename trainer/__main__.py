@@ -7,9 +7,10 @@ import os
 import sys
 
 from common.cli import run_main, setup_logging
+from common.lease import Lease
 from trainer.config import parse_args
 from trainer.metrics import TrainMetrics
-from trainer.prepare import prepare
+from trainer.prepare import Plan, prepare
 from trainer.signals import StopRequest
 
 log = logging.getLogger("trainer")
@@ -20,24 +21,44 @@ def main(argv: list[str] | None = None) -> int:
     config, given = parse_args(argv)
     setup_logging(config.verbose)
     plan = prepare(config, given)
+    if _report_complete(plan):
+        return 0
+    # One writer per run dir: a second trainer waits for a dead holder's lease to expire,
+    # or is refused naming the live one.
+    lease = Lease(plan.run.lease_uri, role="trainer", ttl_s=config.lease_seconds)
+    lease.acquire()
+    try:
+        plan = prepare(config, given)  # again: a previous holder may have written meanwhile
+        if _report_complete(plan):
+            return 0
+        return _train(plan, lease)
+    finally:
+        lease.release()
+
+
+def _report_complete(plan: Plan) -> bool:
     if plan.already_complete:
         log.info(
             "the run in %s is already complete at step %s; nothing to do",
-            config.run_dir,
+            plan.config.run_dir,
             plan.already_complete.get("final_step"),
         )
-        return 0
+    return bool(plan.already_complete)
+
+
+def _train(plan: Plan, lease: Lease) -> int:
+    config = plan.config
     metrics = TrainMetrics(plan.run_name)
     if config.metrics_port:
         metrics.serve(config.metrics_port)
         log.info("serving Prometheus metrics on port %d", config.metrics_port)
     # From here on a stop request is honoured by saving first.
-    stop = StopRequest().install()
+    stop = StopRequest(config.exit_code_on_stop).install()
 
     from trainer.loop import train  # TensorFlow starts here, after every check passed
 
-    train.run(plan, metrics, stop)
-    return stop.exit_code
+    result = train.run(plan, metrics, stop, lease=lease)
+    return 0 if result.complete else stop.exit_code
 
 
 if __name__ == "__main__":

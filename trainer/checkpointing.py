@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import tensorflow as tf
 
-from common.cli import UserError
+from common.cli import UserError, first_line
+from common.layout import CHECKPOINT_NAME
 from trainer.metrics import TrainMetrics
-from trainer.run_dir import CHECKPOINT_NAME
 
 log = logging.getLogger("trainer")
 
@@ -29,7 +30,10 @@ class Checkpointer:
         every_steps: int,
         every_minutes: float,
         metrics: TrainMetrics,
+        before_save: Callable[[], None] = lambda: None,
     ) -> None:
+        self.directory = directory
+        self.before_save = before_save  # raises when this process may no longer write here
         self.checkpoint = checkpoint
         self.manager = tf.train.CheckpointManager(
             checkpoint, directory, max_to_keep=keep, checkpoint_name=CHECKPOINT_NAME
@@ -41,19 +45,43 @@ class Checkpointer:
         self.saved_at = time.monotonic()
 
     def restore_latest(self) -> int | None:
-        """Restore the newest checkpoint; its step, or None when there is none."""
-        path = self.manager.latest_checkpoint
-        if path is None:
+        """Restore the newest checkpoint that reads; its step, or None when there is none.
+
+        A damaged newest checkpoint (a disk or copy error, a killed upload) falls back to the
+        one before, said out loud: failing would make a restarted pod fail forever.
+        """
+        self._remove_killed_saves()
+        paths = list(reversed(self.manager.checkpoints))
+        if not paths:
             return None
-        try:
-            # Partial: a --force'd change (say head -> all) adds optimizer slots to start fresh.
-            self.checkpoint.restore(path).expect_partial()
-        except (ValueError, tf.errors.OpError) as exc:
-            reason = str(exc).strip().splitlines()[0][:300]
-            raise UserError(f"cannot restore {path} into this model: {reason}") from exc
-        step = int(self.checkpoint.step.numpy())
-        self.saved_step, self.saved_at = step, time.monotonic()
-        return step
+        reasons = []
+        for path in paths:
+            try:
+                # Partial: a --force'd change (say head -> all) adds optimizer slots.
+                self.checkpoint.restore(path).expect_partial()
+            except (ValueError, tf.errors.OpError) as exc:
+                reasons.append(f"{path}: {first_line(exc)}")
+                log.warning("cannot restore %s (%s); trying the one before", path, first_line(exc))
+                continue
+            if path != paths[0]:
+                log.warning("resuming from %s, the newest checkpoint that restores", path)
+            step = int(self.checkpoint.step.numpy())
+            self.saved_step, self.saved_at = step, time.monotonic()
+            return step
+        raise UserError(
+            f"no checkpoint in {self.directory} restores into this model (newest: "
+            f"{reasons[0]}); use another --run-dir, or move the checkpoints away to start over."
+        )
+
+    def _remove_killed_saves(self) -> None:
+        """`ckpt-N_temp/` folders are a killed save's leftovers: this run's, so ours to remove."""
+        for name in (
+            tf.io.gfile.listdir(self.directory) if tf.io.gfile.isdir(self.directory) else []
+        ):
+            if name.rstrip("/").endswith("_temp"):
+                path = self.directory.rstrip("/") + "/" + name.rstrip("/")
+                tf.io.gfile.rmtree(path)
+                log.info("removed %s, left by a save that was stopped", path)
 
     def due(self, step: int) -> bool:
         return step % self.every_steps == 0 or (
@@ -63,6 +91,7 @@ class Checkpointer:
     def save(self, step: int) -> None:
         if step == self.saved_step:
             return
+        self.before_save()
         start = time.perf_counter()
         path = self.manager.save(checkpoint_number=step)
         seconds = time.perf_counter() - start

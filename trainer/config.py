@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from typing import Any
 
+from common import args
 from common.args import ArgumentParser
 from common.model import DEFAULT_DROPOUT, MIN_IMAGE_SIZE
 
@@ -64,6 +64,8 @@ class TrainConfig:
     xla: bool = False
     shuffle_buffer: int = 2048
     force: bool = False
+    exit_code_on_stop: int = 0
+    lease_seconds: float = 90.0
     verbose: bool = False
 
 
@@ -74,26 +76,20 @@ def hparam_names() -> list[str]:
 # ---------------------------------------------------------------- command line
 
 
-def _checked(kind: type, test: Any, what: str) -> Any:
-    def convert(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if isinstance(value, float) and not math.isfinite(value) or not test(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
-        return value
+# Bounds a typo cannot cross: past these a run fails only after minutes and gigabytes.
+MAX_IMAGE_SIZE = 1024  # Inception-v3 was trained at 299; memory grows with the square
+MAX_BATCH_SIZE = 8192  # beyond what one node's accelerators hold at the smallest image size
 
-    return convert
-
-
-_positive_int = _checked(int, lambda v: v > 0, "a positive whole number")
-_non_negative_int = _checked(int, lambda v: v >= 0, "zero or a positive whole number")
-_positive_float = _checked(float, lambda v: v > 0, "a positive number")
-_non_negative_float = _checked(float, lambda v: v >= 0, "zero or a positive number")
-_fraction = _checked(float, lambda v: 0 <= v < 1, "in [0, 1)")
-_image_size = _checked(int, lambda v: v >= MIN_IMAGE_SIZE, f"at least {MIN_IMAGE_SIZE} pixels")
-_port = _checked(int, lambda v: 0 <= v <= 65535, "a port number (0-65535)")
+_positive_int = args.positive_int
+_non_negative_int = args.non_negative_int
+_positive_float = args.positive_float
+_non_negative_float = args.non_negative_float
+_fraction = args.fraction
+_port = args.port
+_image_size = args.int_between(
+    MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, f"the network needs {MIN_IMAGE_SIZE}; more only costs memory"
+)
+_batch_size = args.int_between(1, MAX_BATCH_SIZE, "a global batch for one run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,9 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dropout", type=_fraction, help=f"before the head (default {d.dropout})")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument(
-        "--batch-size", type=_positive_int, help=f"global batch (default {d.batch_size})"
-    )
+    g.add_argument("--batch-size", type=_batch_size, help=f"global batch (default {d.batch_size})")
     g.add_argument("--lr", type=_positive_float, help=f"initial learning rate (default {d.lr})")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default {d.optimizer})")
     g.add_argument(
@@ -211,6 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume even where a flag contradicts the run's saved hyperparameters (the new "
         "value wins and the change is recorded in hparams.json)",
+    )
+    g.add_argument(
+        "--exit-code-on-stop",
+        type=args.int_between(0, 255, "a process exit code"),
+        help="exit code after a SIGTERM that stopped an unfinished run (default 0; Kubernetes "
+        "Jobs use 143, so that an evicted pod is not counted as a completion)",
+    )
+    g.add_argument(
+        "--lease-seconds",
+        type=args.checked(float, lambda v: 5 <= v <= 3600, "5 to 3600 seconds"),
+        help="the run's writer lease expires this long after its holder stopped renewing it "
+        "(a killed trainer); a second trainer waits that long at most "
+        f"(default {d.lease_seconds:g})",
     )
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p

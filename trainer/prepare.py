@@ -10,8 +10,8 @@ import dataclasses
 import logging
 from typing import Any
 
+from common import layout, storage
 from common import manifest as manifest_lib
-from common import storage
 from common.cli import UserError
 from common.records import TRAIN
 from trainer import run_dir, weights
@@ -28,6 +28,7 @@ class Plan:
     total_steps: int
     steps_per_epoch: float
     run_name: str
+    run: layout.RunDir
     resume_step: int | None  # the latest checkpoint's step, None for a fresh run
     hparams_changed: bool  # a fresh run, or one whose hyperparameters were --force'd
     weights_path: str | None  # local backbone weights for a fresh run; None: random or resume
@@ -72,6 +73,7 @@ def prepare(config: TrainConfig, given: set[str]) -> Plan:
         total_steps=total,
         steps_per_epoch=hparams["steps_per_epoch"],
         run_name=storage.basename(config.run_dir),
+        run=layout.RunDir(config.run_dir),
         resume_step=state.checkpoint_step,
         hparams_changed=fresh or bool(changes),
         weights_path=weights_path,

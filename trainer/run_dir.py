@@ -8,24 +8,14 @@ a flag that contradicts them unless --force (then the change is recorded in hpar
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import math
-import re
 from typing import Any
 
-from common import storage
+from common import layout, storage
 from common.cli import UserError
 from common.manifest import Manifest
 from common.records import TRAIN
 from trainer.config import DEFAULT_EPOCHS, TrainConfig, hparam_names
-
-HPARAMS_FILE = "hparams.json"
-COMPLETE_FILE = "complete.json"
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_NAME = "ckpt"
-EXPORT_DIR = "export"
-TRAIN_EVENTS_DIR = "train"
-FORMAT = "inception-finetune-run/1"
 
 
 @dataclasses.dataclass
@@ -37,34 +27,9 @@ class RunState:
     complete: dict[str, Any] | None
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
 def inspect(run_dir: str) -> RunState:
-    hparams = _read_json_or_none(storage.join(run_dir, HPARAMS_FILE))
-    complete = _read_json_or_none(storage.join(run_dir, COMPLETE_FILE))
-    return RunState(hparams, latest_checkpoint_step(run_dir), complete)
-
-
-def _read_json_or_none(uri: str) -> Any:
-    try:
-        return storage.read_json(uri)
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise UserError(f"{uri} is not valid JSON ({exc}); fix or move it away.") from exc
-
-
-def latest_checkpoint_step(run_dir: str) -> int | None:
-    """The step of the newest checkpoint named in the CheckpointManager's state file."""
-    state_uri = storage.join(run_dir, CHECKPOINT_DIR, "checkpoint")
-    try:
-        text = storage.read_text(state_uri)
-    except FileNotFoundError:
-        return None
-    match = re.search(rf'^model_checkpoint_path: "(?:.*/)?{CHECKPOINT_NAME}-(\d+)"', text, re.M)
-    return int(match.group(1)) if match else None
+    run = layout.RunDir(run_dir)
+    return RunState(run.hparams(), run.latest_checkpoint_step(), run.complete())
 
 
 def total_steps(config: TrainConfig, manifest: Manifest) -> int:
@@ -98,7 +63,7 @@ def reconcile(
     if saved is None:
         if state.checkpoint_step is not None and not config.force:
             raise UserError(
-                f"{config.run_dir} holds checkpoints but no {HPARAMS_FILE}, so the run's "
+                f"{config.run_dir} holds checkpoints but no {layout.HPARAMS}, so the run's "
                 "hyperparameters are unknown; pass --force to resume it with these flags."
             )
         return []
@@ -144,7 +109,7 @@ def reconcile(
         return []
     return [
         {
-            "at": now(),
+            "at": layout.now(),
             "from_step": state.checkpoint_step,
             "changed": {name: {"old": old, "new": new} for name, (old, new) in conflicts.items()},
         }
@@ -163,7 +128,7 @@ def build_hparams(
     hparams: dict[str, Any] = {name: getattr(config, name) for name in hparam_names()}
     hparams.update(
         {
-            "format": FORMAT,
+            "format": layout.RUN_FORMAT,
             "data": storage.normalize(config.data),
             "dataset": manifest.name,
             "num_classes": manifest.num_classes,
@@ -172,17 +137,9 @@ def build_hparams(
             "train_examples": train_count,
             "steps": steps,
             "steps_per_epoch": train_count / config.batch_size,
-            "created": (state.hparams or {}).get("created") or now(),
+            "created": (state.hparams or {}).get("created") or layout.now(),
         }
     )
     previous = (state.hparams or {}).get("changes", []) if state.checkpoint_step is not None else []
     hparams["changes"] = previous + changes
     return hparams
-
-
-def write_hparams(run_dir: str, hparams: dict[str, Any]) -> None:
-    storage.write_json(storage.join(run_dir, HPARAMS_FILE), hparams)
-
-
-def write_complete(run_dir: str, info: dict[str, Any]) -> None:
-    storage.write_json(storage.join(run_dir, COMPLETE_FILE), info)

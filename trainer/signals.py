@@ -12,13 +12,16 @@ import types
 
 log = logging.getLogger("trainer")
 
-# SIGTERM is the orchestrator's normal way to stop a pod: saving and leaving is success.
+# SIGTERM is the orchestrator's normal way to stop a process: saving and leaving is success.
+# A Kubernetes Job must not see it so: a pod that exits 0 is a completion, and an evicted
+# trainer would mark its Job done with the run unfinished. Jobs pass --exit-code-on-stop 143.
 EXIT_CODES = {signal.SIGTERM: 0, signal.SIGINT: 130}
 
 
 class StopRequest:
-    def __init__(self) -> None:
+    def __init__(self, sigterm_exit_code: int = 0) -> None:
         self.signal: signal.Signals | None = None
+        self.codes = {**EXIT_CODES, signal.SIGTERM: sigterm_exit_code}
 
     @property
     def requested(self) -> bool:
@@ -26,7 +29,7 @@ class StopRequest:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES.get(self.signal, 0) if self.signal else 0
+        return self.codes.get(self.signal, 0) if self.signal else 0
 
     def install(self) -> StopRequest:
         for sig in EXIT_CODES:

@@ -13,15 +13,14 @@ from typing import Any
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-from common import storage
-from trainer.run_dir import TRAIN_EVENTS_DIR
+from common import layout
 
 MAX_IMAGES = 3
 
 
 class TrainSummaries:
     def __init__(self, run_dir: str) -> None:
-        self.writer = tf.summary.create_file_writer(storage.join(run_dir, TRAIN_EVENTS_DIR))
+        self.writer = tf.summary.create_file_writer(layout.RunDir(run_dir).train_dir)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         with self.writer.as_default(step=step):

@@ -10,11 +10,11 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from common import data, storage
-from common.cli import UserError
+from common import data, layout
+from common.cli import UserError, first_line
 from common.export import export_model
+from common.lease import Lease
 from common.model import backbone_of, build_classifier, head_of
-from trainer import run_dir
 from trainer.checkpointing import Checkpointer
 from trainer.loop.optimization import make_optimizer, make_schedule
 from trainer.loop.step import make_penalty, make_train_step
@@ -74,11 +74,14 @@ def run(
     metrics: TrainMetrics,
     stop: StopRequest,
     strategy: tf.distribute.Strategy | None = None,
+    lease: Lease | None = None,
 ) -> Result:
     """Train the plan to its last step (or to a stop request); export and mark it complete.
 
     strategy: by default MirroredStrategy over every visible GPU, or the CPU's default one.
+    lease: the run dir's writer lease, checked before every checkpoint and the export.
     """
+    check_lease = lease.check if lease is not None else (lambda: None)
     config = plan.config
     strategy, mixed, where = _devices(config.precision, strategy)
     keras.utils.set_random_seed(config.seed + (plan.resume_step or 0))
@@ -86,17 +89,18 @@ def run(
         trainee = _build(plan, mixed)
 
     checkpointer = Checkpointer(
-        storage.join(config.run_dir, run_dir.CHECKPOINT_DIR),
+        plan.run.checkpoints_dir,
         tf.train.Checkpoint(model=trainee.model, optimizer=trainee.optimizer, step=trainee.step),
         keep=config.keep_checkpoints,
         every_steps=config.checkpoint_every,
         every_minutes=config.checkpoint_minutes,
         metrics=metrics,
+        before_save=check_lease,
     )
     start = checkpointer.restore_latest() or 0
     if start:
         log.info("resumed from checkpoint at step %d of %d", start, plan.total_steps)
-    run_dir.write_hparams(config.run_dir, plan.hparams)
+    plan.run.save_hparams(plan.hparams)
     if plan.hparams_changed:
         write_hparams(config.run_dir, plan.run_name, plan.hparams)
     metrics.global_step.set(start)
@@ -130,11 +134,12 @@ def run(
     except tf.errors.ResourceExhaustedError as exc:
         raise UserError(
             f"out of memory with --batch-size {config.batch_size} at --image-size "
-            f"{config.image_size} ({_first_line(exc)}); try a smaller batch. Training resumes "
+            f"{config.image_size} ({first_line(exc)}); try a smaller batch. Training resumes "
             "from the last checkpoint."
         ) from exc
     summaries.close()
     if result.complete:
+        check_lease()
         _finish(plan, trainee.model if not mixed else _float32_copy(trainee.model, plan), result)
     return result
 
@@ -188,16 +193,15 @@ def _phases(plan: Plan, trainee: _Trainee, strategy: tf.distribute.Strategy) -> 
 def _finish(plan: Plan, model: keras.Model, result: Result) -> None:
     """The export, then complete.json: written last, it marks the run finished."""
     config = plan.config
-    export_uri = storage.join(config.run_dir, run_dir.EXPORT_DIR)
+    export_uri = plan.run.export_dir
     started = time.perf_counter()
     export_model(model, plan.manifest.labels, config.image_size, export_uri)
     log.info("exported the model to %s (%.1f s)", export_uri, time.perf_counter() - started)
-    run_dir.write_complete(
-        config.run_dir,
+    plan.run.save_complete(
         {
             "final_step": result.final_step,
-            "finished": run_dir.now(),
-            "export": run_dir.EXPORT_DIR,
+            "finished": layout.now(),
+            "export": layout.EXPORT,
             "examples_per_sec": result.examples_per_sec,
         },
     )
@@ -268,10 +272,6 @@ def _loop(
     if steady_start is not None and current > steady_start[1]:
         rate = (current - steady_start[1]) * batch / (loop_end - steady_start[0])
     return Result(current, current >= plan.total_steps, rate)
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _float32_copy(model: keras.Model, plan: Plan) -> keras.Model:

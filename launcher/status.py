@@ -42,11 +42,11 @@ def bucket_rows(sweep_dir: layout.SweepDir) -> list[Row]:
     ranked = {r.get("run"): r for r in board.get("runs") or [] if isinstance(r, dict)}
     lrs: dict[str, float | None] = {c.run: c.lr for c in sweep.candidates} if sweep else {}
     for run in sweep_dir.runs():
-        lrs.setdefault(run.name, (run.hparams() or {}).get("lr"))
+        lrs.setdefault(run.name, _hparams(run).get("lr"))
     rows = []
     for name, lr in lrs.items():
         run = sweep_dir.run(name)
-        hparams = run.hparams() or {}
+        hparams = _hparams(run)
         complete = run.complete()
         step = run.latest_checkpoint_step()
         if complete:
@@ -57,6 +57,8 @@ def bucket_rows(sweep_dir: layout.SweepDir) -> list[Row]:
             state = "stopped"
         elif hparams:
             state = "started"
+        elif run.has_hparams():
+            state = "broken: unreadable hparams.json"
         else:
             state = "not started"
         entry = ranked.get(name) or {}
@@ -75,6 +77,14 @@ def bucket_rows(sweep_dir: layout.SweepDir) -> list[Row]:
             )
         )
     return rows
+
+
+def _hparams(run: layout.RunDir) -> dict[str, Any]:
+    """A run's hyperparameters; {} when unreadable (the trainer says why, in one sentence)."""
+    try:
+        return run.hparams() or {}
+    except UserError:
+        return {}
 
 
 def _lease_live(run: layout.RunDir) -> bool:

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from common import records
+from common.cli import UserError, first_line
 from common.manifest import Manifest
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -219,3 +220,28 @@ def eval_dataset(
 
     ds = ds.map(load, num_parallel_calls=AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=False).prefetch(AUTOTUNE)
+
+
+# ---------------------------------------------------------------- damaged data
+
+
+def damaged_shard_error(data_uri: str, manifest: Manifest, split: str, exc: Exception) -> UserError:
+    """One sentence naming the shard behind a DataLossError (TensorFlow's names none).
+
+    Reads the split's shards record by record (checksums only, no decoding), which costs a pass
+    over the data; it runs once, after a failure, instead of a traceback that a restarted pod
+    would print forever.
+    """
+    for uri in manifest.shard_uris(data_uri, split):
+        try:
+            for _ in tf.data.TFRecordDataset(uri):
+                pass
+        except tf.errors.OpError as damaged:
+            return UserError(
+                f"the shard {uri} is damaged ({first_line(damaged)}); rerun preprocess or copy "
+                "the dataset again."
+            )
+    return UserError(
+        f"the {split} data of {data_uri} is damaged ({first_line(exc)}); rerun preprocess or "
+        "copy the dataset again."
+    )

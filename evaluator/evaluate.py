@@ -38,7 +38,9 @@ class RunSetup:
         if not isinstance(hparams, dict):
             raise UserError(f"{run.hparams_uri} is missing or not a JSON object.")
         data_uri = hparams["data"]
-        return cls(data_uri, manifest_mod.load(data_uri), int(hparams["image_size"]), hparams)
+        manifest = manifest_mod.load(data_uri)
+        manifest_mod.check_shard_sizes(data_uri, manifest, ["validation"])
+        return cls(data_uri, manifest, int(hparams["image_size"]), hparams)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -82,8 +84,13 @@ class Evaluator:
         _, predict = self.model_for(setup)
         scorer = Scorer(setup.manifest.num_classes)
         start = time.monotonic()
-        for images, labels in self.dataset_for(setup):
-            scorer.add(predict(images).numpy(), labels.numpy())
+        try:
+            for images, labels in self.dataset_for(setup):
+                scorer.add(predict(images).numpy(), labels.numpy())
+        except tf.errors.DataLossError as exc:
+            raise common_data.damaged_shard_error(
+                setup.data_uri, setup.manifest, "validation", exc
+            ) from exc
         seconds = time.monotonic() - start
         result = scorer.result(setup.manifest.labels)
         result["seconds"] = round(seconds, 3)

@@ -18,6 +18,8 @@ from evaluator.summaries import EvalSummaries
 
 log = logging.getLogger("evaluator")
 
+BROKEN_RETRY_S = 300.0  # how often a broken run is looked at again
+
 
 @dataclasses.dataclass
 class Options:
@@ -50,6 +52,7 @@ class Session:
         self.setups: dict[str, RunSetup] = {}
         self.attempts: dict[tuple[str, int], int] = {}
         self.broken: dict[str, str] = {}  # run name -> why it cannot be evaluated
+        self.broken_at: dict[str, float] = {}  # when it was last found broken (monotonic)
         self.best_export: dict | None = None
 
     def start(self) -> None:
@@ -109,6 +112,8 @@ class Session:
         if self.broken.get(run.name) != reason:
             log.error("%s cannot be evaluated: %s", run.name, reason)
         self.broken[run.name] = reason
+        self.broken_at[run.name] = time.monotonic()
+        self.setups.pop(run.name, None)  # read its files afresh when it is tried again
 
     # ------------------------------------------------------------ one checkpoint
 
@@ -120,6 +125,8 @@ class Session:
             result, confusion = self.evaluator.score(setup, checkpoint)
         except CheckpointUnreadable as exc:
             return self._unreadable(run, checkpoint, str(exc))
+        except UserError as exc:  # its data is damaged: this run waits for a fix, others go on
+            raise RunBroken(str(exc)) from exc
         expected = setup.manifest.count("validation")
         if result["examples"] != expected:
             raise UserError(
@@ -230,6 +237,9 @@ class Session:
         """Score every pending checkpoint once; True if anything new was recorded."""
         progressed = False
         for run in runs:
+            since = time.monotonic() - self.broken_at.get(run.name, -BROKEN_RETRY_S)
+            if run.name in self.broken and since < BROKEN_RETRY_S:
+                continue  # a fix takes a person; looking again every round would cost a pass
             try:
                 self.setup(run)
                 for checkpoint in self.pending(run):

@@ -250,7 +250,11 @@ def test_a_sweep_in_a_gcs_bucket(gcs, gcs_bucket, trained_run):
 
     done = subprocess.run(
         [sys.executable, "-m", "evaluator", "--sweep-dir", sweep, "--interval", "0.5"],
-        capture_output=True, text=True, timeout=240, cwd=REPO, env={**os.environ, **gcs.env},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
+        env={**os.environ, **gcs.env},
     )
     assert done.returncode == 0, done.stderr
     lines = storage.read_text(f"{sweep}/runs/lr-0.01/eval/results.jsonl").splitlines()
@@ -268,3 +272,106 @@ def test_timeout_stops_waiting_for_an_unfinished_run_with_exit_code_3(tmp_path, 
     assert "no new checkpoint for 3 s; stopping" in done.stderr
     assert sorted(steps_of(os.path.join(sweep, "runs", "stalled"))) == list(STEPS)
     assert "#1 stalled: top-1" in done.stdout  # the verdict so far
+
+
+# ---------------------------------------------------------------- reliability
+
+
+def test_a_second_evaluator_on_a_sweep_is_refused_and_a_killed_ones_lease_is_taken(
+    tmp_path, trained_run
+):
+    sweep = make_sweep(tmp_path, trained_run, "lr-0.1", complete=False)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "evaluator", "--sweep-dir", sweep, "--interval", "0.3"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        run_dir = os.path.join(sweep, "runs", "lr-0.1")
+        wait_for(lambda: len(results(run_dir)) == 3, 180, "the first evaluator's scores", first)
+        second = evaluator("--sweep-dir", sweep, "--once")
+        assert second.returncode == 2, second.stderr
+        (line,) = error_lines(second.stderr)
+        assert f"another evaluator holds {sweep}/evaluator.lease.json (host " in line
+        assert f"pid {first.pid}, since " in line
+    finally:
+        first.kill()  # SIGKILL: its lease stays behind
+        first.wait()
+    # The holder is a dead process on this host: no need to wait for the lease to expire.
+    third = evaluator("--sweep-dir", sweep, "--once")
+    assert third.returncode == 0, third.stderr
+    assert sorted(steps_of(run_dir)) == list(STEPS)  # each step once, across all three
+
+
+def test_an_unreadable_run_is_listed_as_broken_and_the_others_are_ranked(tmp_path, trained_run):
+    sweep = make_sweep(tmp_path, trained_run, "good", "bad-json", "torn")
+    with open(os.path.join(sweep, "runs", "bad-json", "hparams.json"), "w") as f:
+        f.write('{"lr": 0.1, ')  # cut short
+    torn = os.path.join(sweep, "runs", "torn", "eval")
+    os.makedirs(torn)
+    with open(os.path.join(torn, "results.jsonl"), "w") as f:
+        f.write('{"step": 10, "top1": 0.5, "loss"')  # a writer killed mid-line
+    partial = os.path.join(sweep, "best", "1")  # an export killed half-way
+    os.makedirs(os.path.join(partial, "variables"))
+    open(os.path.join(partial, "saved_model.pb"), "wb").close()
+
+    done = evaluator("--sweep-dir", sweep, "--interval", "0.3")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    with open(os.path.join(sweep, "leaderboard.json")) as f:
+        board = json.load(f)
+    assert {row["run"] for row in board["runs"]} == {"good", "torn"}
+    ((broken),) = board["broken"]
+    assert broken["run"] == "bad-json" and "hparams.json" in broken["reason"]
+    assert "not valid JSON" in broken["reason"]
+    assert sorted(steps_of(os.path.join(sweep, "runs", "torn"))) == list(STEPS)
+    assert not os.path.exists(partial)  # removed by the evaluator that owns best/
+    assert "removed the incomplete export" in done.stderr
+    assert "broken bad-json:" in done.stdout
+
+
+def test_once_fails_when_the_latest_checkpoint_is_unreadable(tmp_path, trained_run):
+    sweep = make_sweep(tmp_path, trained_run, "bad")
+    data_file = os.path.join(sweep, "runs", "bad", "checkpoints", "ckpt-30.data-00000-of-00001")
+    with open(data_file, "r+b") as f:
+        f.truncate(os.path.getsize(data_file) // 2)
+    done = evaluator("--sweep-dir", sweep, "--once")
+    assert done.returncode == 2, done.stderr
+    assert error_lines(done.stderr)[-1].startswith(
+        "error: could not evaluate the latest checkpoint of bad (step 30 is unreadable: "
+    )
+
+
+def test_a_damaged_validation_shard_is_named(tmp_path, trained_run):
+    sweep = make_sweep(tmp_path, trained_run, "lr-0.1")
+    with open(os.path.join(trained_run, "hparams.json")) as f:
+        data = json.load(f)["data"]
+    copy = str(tmp_path / "data")
+    shutil.copytree(data, copy)
+    hparams_path = os.path.join(sweep, "runs", "lr-0.1", "hparams.json")
+    with open(hparams_path) as f:
+        hparams = json.load(f)
+    with open(hparams_path, "w") as f:
+        json.dump({**hparams, "data": copy}, f)
+    shard = next(p for p in sorted(os.listdir(copy)) if p.startswith("validation-"))
+    with open(os.path.join(copy, shard), "r+b") as f:  # same size, flipped bytes mid-file
+        f.seek(100)
+        f.write(b"\xff" * 64)
+    done = evaluator("--sweep-dir", sweep, "--once")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f"the shard {os.path.join(copy, shard)} is damaged" in done.stderr
+
+
+def test_predict_on_a_half_written_export_is_one_sentence(tmp_path, trained_run):
+    export = str(tmp_path / "export")
+    shutil.copytree(os.path.join(trained_run, "export"), export)
+    shutil.rmtree(os.path.join(export, "variables"))
+    (_, jpeg), *_ = val_jpegs(per_class=1)
+    image = tmp_path / "x.jpg"
+    image.write_bytes(jpeg)
+    done = evaluator("predict", "--model", export, str(image))
+    assert done.returncode == 2
+    assert error_lines(done.stderr) == [
+        f"error: the export at {export} is incomplete (its writer was stopped mid-way); use "
+        "another version, or export again."
+    ]

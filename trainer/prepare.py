@@ -46,6 +46,7 @@ def prepare(config: TrainConfig, given: set[str]) -> Plan:
     if manifest.num_classes < 2:
         raise UserError(f"the dataset {config.data} has one class; a classifier needs two or more.")
     _check_shards(config.data, manifest)
+    manifest_lib.check_shard_sizes(config.data, manifest, [TRAIN])
     storage.check_writable_location(config.run_dir)
 
     state = run_dir.inspect(config.run_dir)

@@ -131,6 +131,9 @@ def run(
     try:
         result = _loop(plan, start, phases, iterator, trainee.schedule, checkpointer, summaries,
                        metrics, stop)  # fmt: skip
+    except tf.errors.DataLossError as exc:
+        # A damaged shard fails the same way on every restart: a user error, named.
+        raise data.damaged_shard_error(config.data, plan.manifest, "train", exc) from exc
     except tf.errors.ResourceExhaustedError as exc:
         raise UserError(
             f"out of memory with --batch-size {config.batch_size} at --image-size "

@@ -10,6 +10,7 @@ the evaluator reads it. All three go through this module, so a name changes in o
     <sweep>/leaderboard.json        the evaluator's ranking
     <sweep>/best/<version>/         exports of the best checkpoint so far
     <sweep>/evaluator.lease.json    the one evaluator allowed to write this sweep
+    <sweep>/logs/                   a local sweep's process logs (the launcher's local backend)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ RUNS = "runs"
 LEADERBOARD = "leaderboard.json"
 BEST = "best"
 EVALUATOR_LEASE = "evaluator.lease.json"
+LOGS = "logs"
 
 _CKPT_INDEX = re.compile(rf"^{CHECKPOINT_NAME}-(\d+)\.index$")
 _STATE_LATEST = re.compile(rf'^model_checkpoint_path: "(?:.*/)?{CHECKPOINT_NAME}-(\d+)"', re.M)

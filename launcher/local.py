@@ -39,7 +39,7 @@ from launcher.spec import SweepSpec
 
 log = logging.getLogger("launcher")
 
-LOGS = "logs"  # under a local sweep dir: the launcher's own, read by nobody else
+LOGS = layout.LOGS  # under a local sweep dir: the launcher's own, read by nobody else
 EVALUATOR_INTERVAL_S = 5
 STOP_GRACE_S = 180.0  # a trainer finishes its step and saves; the first step may be slow
 TAIL_LINES = 15

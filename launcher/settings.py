@@ -3,8 +3,8 @@
 Defaults come from the chart's own values.yaml (charts/inception-finetune/values.yaml next to
 this package), then each `-f/--values FILE` in turn, then the convenience flags. Merging is
 Helm's: maps merge key by key, anything else (lists included) is replaced, and null removes a
-key. The merged values are checked against the chart's values.schema.json (when the
-`jsonschema` package is installed), so a key the chart would refuse is refused here too.
+key. The merged values are checked against the chart's values.schema.json, so a key the
+chart would refuse is refused here too.
 """
 
 from __future__ import annotations
@@ -83,14 +83,13 @@ def load(files: list[str], overrides: dict[str, Any], *, required: bool) -> dict
 
 def check_schema(values: dict[str, Any]) -> None:
     """Refuse what the chart's values.schema.json refuses, in one sentence."""
-    path = os.path.join(chart_dir(), "values.schema.json")
-    try:
-        import jsonschema
-    except ImportError:  # the types the launcher reads are still checked where read
-        return
-    if not os.path.exists(path):
-        return
     import json
+
+    import jsonschema  # a dependency; imported here to keep `--help` fast
+
+    path = os.path.join(chart_dir(), "values.schema.json")
+    if not os.path.exists(path):
+        raise UserError(f"the chart's {path} is missing; the launcher needs the whole chart.")
 
     with open(path, encoding="utf-8") as f:
         schema = json.load(f)

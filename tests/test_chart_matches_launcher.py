@@ -114,11 +114,6 @@ def test_same_objects_from_command_line_flags(helm: str, tmp_path: Path) -> None
     assert_same(*_from_flags(helm, tmp_path, flags))
 
 
-@pytest.mark.xfail(
-    reason="the launcher puts trainer flags from its command line in its table's order (and "
-    "spells their values as parsed: --epochs 3 -> 3.0), while helm keeps trainerArgs as given",
-    strict=False,
-)
 def test_same_objects_from_command_line_flags_in_any_order(helm: str, tmp_path: Path) -> None:  # noqa: F811
     flags = ["--batch-size", "16", "--steps", "200", "--image-size", "160"]
     assert_same(*_from_flags(helm, tmp_path, flags))

@@ -131,6 +131,14 @@ class RunDir:
     def save_complete(self, info: dict[str, Any]) -> None:
         storage.write_json(self.complete_uri, info)
 
+    def save_stop_request(self, request: dict[str, Any]) -> bool:
+        """Write stop.json unless one is there already (a run is stopped once); True if written."""
+        try:
+            storage.write_json(self.stop_uri, request, if_absent=True)
+        except FileExistsError:
+            return False
+        return True
+
 
 def read_json_or_none(uri: str, what: str) -> Any:
     """A small JSON file, None when absent; unreadable JSON is one sentence naming the file."""
@@ -150,6 +158,50 @@ class Candidate:
     lr: float
 
 
+EARLY_STOP_RULES = ("none", "median", "asha")
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStop:
+    """sweep.json's early-stopping rule: which one, and its parameters (evaluator.stopping).
+
+    grace: no run is stopped before this step, and asha's first rung is there; None: a tenth
+    of the runs' steps. eta: asha keeps the top 1/eta at each rung, the next rung is eta times
+    further.
+    """
+
+    rule: str = "none"
+    grace: int | None = None
+    eta: int = 3
+
+    def __post_init__(self) -> None:
+        if self.rule not in EARLY_STOP_RULES:
+            raise ValueError(f"early_stop rule {self.rule!r} is not one of {EARLY_STOP_RULES}")
+        for name, value, least in (("grace", self.grace, 1), ("eta", self.eta, 2)):
+            if value is None and name == "grace":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"early_stop {name} must be a whole number >= {least}")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> EarlyStop:
+        """From sweep.json; sweeps written before early stopping existed have no entry."""
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise ValueError(f"early_stop must be an object, not {data!r}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+    def describe(self) -> str:
+        """`asha (grace 100 steps, eta 3)`, `none`: for sentences and logs."""
+        if self.rule == "none":
+            return "none"
+        grace = "a tenth of the steps" if self.grace is None else f"{self.grace} steps"
+        eta = f", eta {self.eta}" if self.rule == "asha" else ""
+        return f"{self.rule} (grace {grace}{eta})"
+
+
 @dataclasses.dataclass
 class Sweep:
     """sweep.json: what was launched, written before any run starts.
@@ -161,7 +213,7 @@ class Sweep:
     data: str
     candidates: list[Candidate]
     trainer_args: list[str] = dataclasses.field(default_factory=list)  # shared trainer flags
-    early_stop: dict[str, Any] = dataclasses.field(default_factory=lambda: {"rule": "none"})
+    early_stop: EarlyStop = dataclasses.field(default_factory=EarlyStop)
     created: str = ""
     format: str = SWEEP_FORMAT
 
@@ -177,6 +229,7 @@ class Sweep:
             candidates = [Candidate(str(c["run"]), float(c["lr"])) for c in data["candidates"]]
             fields = {f.name for f in dataclasses.fields(cls)}
             rest = {k: v for k, v in data.items() if k in fields and k != "candidates"}
+            rest["early_stop"] = EarlyStop.from_dict(data.get("early_stop"))
             return cls(candidates=candidates, **rest)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(f"{where} is not a valid sweep description ({exc}).") from exc

@@ -141,3 +141,16 @@ def test_dataset_missing_a_shard(capsys: pytest.CaptureFixture, tmp_path) -> Non
     os.remove(os.path.join(data, "train-00001-of-00002"))
     line = _fails(capsys, ["--data", data, "--run-dir", str(tmp_path / "run")])
     assert "lacks 1 of its 2 training shards (first: train-00001-of-00002)" in line
+
+
+def test_dataset_with_a_shard_cut_short(capsys: pytest.CaptureFixture, tmp_path) -> None:  # noqa: ANN001
+    data = str(tmp_path / "data")
+    write_dataset(data, train_per_class=2, val_per_class=1, train_shards=2)
+    shard = os.path.join(data, "train-00001-of-00002")
+    size = os.path.getsize(shard)
+    with open(shard, "r+b") as f:
+        f.truncate(size - 7)  # a copy that stopped early
+    line = _fails(capsys, ["--data", data, "--run-dir", str(tmp_path / "run")])
+    assert f"the shard train-00001-of-00002 of {data} is {size - 7} bytes but dataset.json " in line
+    assert f"says {size}: it is truncated or was replaced" in line
+    assert not os.path.exists(tmp_path / "run")

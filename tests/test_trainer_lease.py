@@ -98,6 +98,21 @@ def test_a_trainer_that_lost_its_lease_stops_without_writing(data: str, tmp_path
     assert json.loads(_read(lease_uri))["token"] == "theirs"  # not released over theirs
 
 
+def test_a_shard_damaged_inside_is_named_and_fails_at_once(tmp_path) -> None:  # noqa: ANN001
+    data = str(tmp_path / "data")
+    write_dataset(data, train_per_class=8, val_per_class=2, train_shards=1)
+    shard = os.path.join(data, "train-00000-of-00001")
+    with open(shard, "r+b") as f:  # same size (so the size check passes), flipped bytes
+        f.seek(os.path.getsize(shard) // 2)
+        f.write(b"\xff" * 64)
+    done = run_trainer(data, str(tmp_path / "run"), *FLAGS)
+    assert done.returncode == 2, done.stderr  # a Job fails at once instead of retrying forever
+    assert "Traceback" not in done.stderr
+    (line,) = [line for line in error_lines(done.stderr) if line.startswith("error: ")]
+    assert line.startswith(f"error: the shard {shard} is damaged (")
+    assert line.endswith("rerun preprocess or copy the dataset again.")
+
+
 def test_a_damaged_newest_checkpoint_falls_back_and_leftovers_are_removed(
     data: str,
     tmp_path,  # noqa: ANN001

@@ -70,13 +70,17 @@ def write_dataset(
                 text=labels[label_id],
             )
             shards[n % num_shards].append(records.frame_record(record))
-        names = []
+        names, sizes = [], {}
         for index, shard in enumerate(shards):
             name = records.shard_name(split, index, num_shards)
             storage.write_bytes(storage.join(uri, name), b"".join(shard))
             names.append(name)
+            sizes[name] = sum(map(len, shard))
         splits[split] = manifest_lib.SplitInfo(
-            count=len(examples), per_class={label: per_class for label in labels}, shards=names
+            count=len(examples),
+            per_class={label: per_class for label in labels},
+            shards=names,
+            shard_bytes=sizes,
         )
     manifest = manifest_lib.Manifest(
         name="colours", labels=labels, splits=splits, label_offset=label_offset

@@ -43,6 +43,14 @@ run-dir/export/
 run-dir/complete.json
     Written last, after the export: {"final_step", "finished" (UTC ISO time), "export",
     "examples_per_sec"}. Its absence means the run is unfinished (running, stopped or died).
+    A run stopped early has no export and says why: {"final_step" (its last checkpoint),
+    "finished", "stopped": {"by": "evaluator"|"trainer", "rule", "step", "reason"},
+    "examples_per_sec"}; a restart on it does nothing.
+run-dir/stop.json
+    The evaluator's request to stop (see evaluator.stopping). The trainer looks for it at
+    every checkpoint and, from a background thread, every few seconds; then it saves, writes
+    complete.json and exits 0. A NaN or infinite loss stops a run the same way (rule "nan"),
+    without saving the non-finite state.
 
 Resuming: the latest checkpoint restores the model, the optimizer and the step counter; the
 learning-rate schedule is a function of that step. Flags not given take the saved values; a

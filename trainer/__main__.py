@@ -12,6 +12,7 @@ from trainer.config import parse_args
 from trainer.metrics import TrainMetrics
 from trainer.prepare import Plan, prepare
 from trainer.signals import StopRequest
+from trainer.stopping import from_request, save_complete
 
 log = logging.getLogger("trainer")
 
@@ -38,16 +39,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report_complete(plan: Plan) -> bool:
     if plan.already_complete:
+        stopped = plan.already_complete.get("stopped")
         log.info(
-            "the run in %s is already complete at step %s; nothing to do",
+            "the run in %s is already complete at step %s%s; nothing to do",
             plan.config.run_dir,
             plan.already_complete.get("final_step"),
+            f" (stopped early: {stopped.get('reason')})" if isinstance(stopped, dict) else "",
         )
     return bool(plan.already_complete)
 
 
 def _train(plan: Plan, lease: Lease) -> int:
     config = plan.config
+    request = plan.run.stop_request()
+    if request is not None:  # stopped while no trainer ran: no model to build for that
+        lease.check()
+        save_complete(plan.run, plan.resume_step or 0, from_request(request), None)
+        return 0
     metrics = TrainMetrics(plan.run_name)
     if config.metrics_port:
         metrics.serve(config.metrics_port)
@@ -58,7 +66,8 @@ def _train(plan: Plan, lease: Lease) -> int:
     from trainer.loop import train  # TensorFlow starts here, after every check passed
 
     result = train.run(plan, metrics, stop, lease=lease)
-    return 0 if result.complete else stop.exit_code
+    # Stopped early is finished too: exit 0, so that a Job succeeds and frees its GPU.
+    return 0 if result.complete or result.stopped is not None else stop.exit_code
 
 
 if __name__ == "__main__":

@@ -57,7 +57,12 @@ def prepare(config: TrainConfig, given: set[str]) -> Plan:
     hparams = run_dir.build_hparams(config, manifest, state, changes)
 
     complete = state.complete
-    done = bool(complete) and not changes and int(complete.get("final_step", -1)) >= total
+    # A run stopped early (stop.json, a NaN loss) is as done as one that reached its end.
+    done = (
+        bool(complete)
+        and not changes
+        and (bool(complete.get("stopped")) or int(complete.get("final_step", -1)) >= total)
+    )
     fresh = state.checkpoint_step is None
     weights_path = weights.resolve(config.weights) if fresh and not done else None
     if config.batch_size > manifest.count(TRAIN) and not done:

@@ -21,6 +21,7 @@ from trainer.loop.step import make_penalty, make_train_step
 from trainer.metrics import TrainMetrics
 from trainer.prepare import Plan
 from trainer.signals import StopRequest
+from trainer.stopping import StopFile, diverged, from_request, save_complete
 from trainer.summaries import TrainSummaries, write_hparams
 
 log = logging.getLogger("trainer")
@@ -32,6 +33,8 @@ class Result:
     complete: bool
     # Throughput after the first logging interval (which pays for tracing and warm-up).
     examples_per_sec: float | None
+    # Why the run stopped early (the evaluator's stop.json, a NaN loss); None otherwise.
+    stopped: dict | None = None
 
 
 def _devices(
@@ -77,6 +80,9 @@ def run(
     lease: Lease | None = None,
 ) -> Result:
     """Train the plan to its last step (or to a stop request); export and mark it complete.
+
+    A stop.json from the evaluator, or a loss that is NaN or infinite, ends the run early: it is
+    marked complete with the reason, without an export.
 
     strategy: by default MirroredStrategy over every visible GPU, or the CPU's default one.
     lease: the run dir's writer lease, checked before every checkpoint and the export.
@@ -128,9 +134,10 @@ def run(
         config.lr, config.fine_tune, config.weights, where, ", XLA" if config.xla else "",
     )  # fmt: skip
     phases = _phases(plan, trainee, strategy)
+    stop_file = StopFile(plan.run).start()
     try:
         result = _loop(plan, start, phases, iterator, trainee.schedule, checkpointer, summaries,
-                       metrics, stop)  # fmt: skip
+                       metrics, stop, stop_file)  # fmt: skip
     except tf.errors.DataLossError as exc:
         # A damaged shard fails the same way on every restart: a user error, named.
         raise data.damaged_shard_error(config.data, plan.manifest, "train", exc) from exc
@@ -140,8 +147,13 @@ def run(
             f"{config.image_size} ({first_line(exc)}); try a smaller batch. Training resumes "
             "from the last checkpoint."
         ) from exc
+    finally:
+        stop_file.close()
     summaries.close()
-    if result.complete:
+    if result.stopped is not None:
+        check_lease()
+        save_complete(plan.run, result.final_step, result.stopped, result.examples_per_sec)
+    elif result.complete:
         check_lease()
         _finish(plan, trainee.model if not mixed else _float32_copy(trainee.model, plan), result)
     return result
@@ -221,6 +233,7 @@ def _loop(
     summaries: TrainSummaries,
     metrics: TrainMetrics,
     stop: StopRequest,
+    stop_file: StopFile,
 ) -> Result:
     config = plan.config
     batch = config.batch_size
@@ -228,7 +241,8 @@ def _loop(
     interval_start, interval_step = time.perf_counter(), current
     steady_start: tuple[float, int] | None = None  # (time, step) at the end of the 1st interval
     last = time.perf_counter()
-    while current < plan.total_steps and not stop.requested:
+    stopped: dict | None = None  # set by a stop.json or a NaN loss: the loop ends
+    while current < plan.total_steps and not stop.requested and stopped is None:
         phase = next(p for p in phases if current < p.until)
         if current == phases[0].until and len(phases) > 1:
             log.info("head warm-up done at step %d: training the whole network", current)
@@ -242,6 +256,8 @@ def _loop(
             # Waits for the step: only every log_every steps.
             loss_value = float(loss) + phase.penalty()
             now = last = time.perf_counter()
+            if (stopped := diverged(loss_value, current)) is not None:
+                break  # never checkpoint a model that is no longer numbers
             seconds = (now - interval_start) / (current - interval_step)
             lr = float(schedule(current - 1))
             log.info(
@@ -259,14 +275,26 @@ def _loop(
                 steady_start = (now, current)
             interval_start, interval_step = now, current
         if checkpointer.due(current):
+            if (stopped := diverged(float(loss), current)) is not None:
+                break
             checkpointer.save(current)
             summaries.flush()
             last = time.perf_counter()
+            stop_file.check_now()  # at every checkpoint, whatever the thread's timing
+        if stop_file.request is not None and current < plan.total_steps:
+            stopped = from_request(stop_file.request)
 
     loop_end = time.perf_counter()
-    checkpointer.save(current)
+    if stopped is not None and stopped.get("rule") == "nan":
+        log.error("%s; stopping this run (the last checkpoint kept is the last good one)",
+                  stopped["reason"])  # fmt: skip
+        current = checkpointer.saved_step or 0
+    else:
+        checkpointer.save(current)
     summaries.flush()
-    if stop.requested:
+    if stopped is not None and stopped.get("by") == "evaluator":
+        log.info("stop requested by the evaluator at step %d: %s", current, stopped.get("reason"))
+    elif stopped is None and stop.requested:
         log.info(
             "stopped at step %d of %d (%s); the same command resumes from here",
             current, plan.total_steps, stop.signal.name,
@@ -274,7 +302,7 @@ def _loop(
     rate = None
     if steady_start is not None and current > steady_start[1]:
         rate = (current - steady_start[1]) * batch / (loop_end - steady_start[0])
-    return Result(current, current >= plan.total_steps, rate)
+    return Result(current, current >= plan.total_steps and stopped is None, rate, stopped)
 
 
 def _float32_copy(model: keras.Model, plan: Plan) -> keras.Model:

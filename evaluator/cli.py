@@ -137,6 +137,8 @@ def print_verdict(board: dict) -> None:
             f"loss {row['best_loss']:.4f} at step {row['best_step']} "
             f"(last evaluated step {row['last_step']}{', complete' if row['complete'] else ''})"
         )
+    for row in board.get("stopped", []):
+        print(f"stopped {row['run']} at step {row['step']} ({row['rule']}): {row['reason']}")
     for row in board.get("broken", []):
         print(f"broken {row['run']}: {row['reason']}")
     best = board.get("best")

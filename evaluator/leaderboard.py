@@ -12,8 +12,15 @@ from evaluator.ledger import Ledger
 _SHOWN_HPARAMS = ("lr", "batch_size", "optimizer", "fine_tune", "image_size", "weights", "steps")
 
 
-def rank(runs: list[tuple[RunDir, Ledger, dict]]) -> list[dict]:
-    """Rows for runs with at least one scored checkpoint, best top-1 first."""
+def rank(
+    runs: list[tuple[RunDir, Ledger, dict]], stopped: dict[str, dict] | None = None
+) -> list[dict]:
+    """Rows for runs with at least one scored checkpoint, best top-1 first.
+
+    stopped: run -> why it was stopped early (its stop.json, or complete.json's `stopped`);
+    such a row says so, with the rule, the step and the reason.
+    """
+    stopped = stopped or {}
     rows = []
     for run, ledger, hparams in runs:
         best = ledger.best()
@@ -32,6 +39,7 @@ def rank(runs: list[tuple[RunDir, Ledger, dict]]) -> list[dict]:
                 "last_step": last["step"],
                 "evaluated": len(ledger.scored()),
                 "complete": run.is_complete(),
+                "stopped": _stop_summary(stopped[run.name]) if run.name in stopped else None,
                 "hparams": {k: hparams[k] for k in _SHOWN_HPARAMS if k in hparams},
             }
         )
@@ -50,15 +58,30 @@ def read(uri: str) -> dict:
     return board if isinstance(board, dict) else {}
 
 
+def _stop_summary(why: dict) -> dict:
+    return {"rule": why.get("rule"), "step": why.get("step"), "reason": why.get("reason")}
+
+
 def write(
-    uri: str, rows: list[dict], best_export: dict | None, broken: dict[str, str] | None = None
+    uri: str,
+    rows: list[dict],
+    best_export: dict | None,
+    broken: dict[str, str] | None = None,
+    stopped: dict[str, dict] | None = None,
+    lag: dict[str, dict] | None = None,
 ) -> dict:
-    """leaderboard.json: ranked runs, the best export, and runs that could not be read (why)."""
+    """leaderboard.json: ranked runs, the best export, runs that could not be read (why), runs
+    stopped early (rule, step, why) and the evaluator's lag per run (checkpoints waiting, age
+    of the oldest in seconds)."""
     board = {
         "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "runs": rows,
         "best": best_export,
         "broken": [{"run": name, "reason": why} for name, why in sorted((broken or {}).items())],
+        "stopped": [
+            {"run": name, **_stop_summary(why)} for name, why in sorted((stopped or {}).items())
+        ],
+        "lag": dict(sorted((lag or {}).items())),
     }
     storage.write_json(uri, board)
     return board

@@ -33,6 +33,19 @@ class EvalMetrics:
         self.evaluations = make(Counter, "eval_checkpoints", "Checkpoints evaluated")
         self.failures = make(Counter, "eval_failures", "Attempts that could not read a checkpoint")
         self.duration = make(Gauge, "eval_duration_seconds", "Wall time of the last evaluation")
+        self.waiting = make(
+            Gauge, "eval_checkpoints_waiting", "Checkpoints written but not evaluated yet"
+        )
+        self.oldest_waiting = make(
+            Gauge,
+            "eval_oldest_waiting_seconds",
+            "Age of the oldest checkpoint waiting to be evaluated (0: none waits)",
+        )
+        self.stopped_runs = Gauge(
+            PREFIX + "eval_stopped_runs",
+            "Runs of the sweep stopped early (by the early-stopping rule or a NaN loss)",
+            registry=self.registry,
+        )
 
     def serve(self, port: int) -> None:
         serve(port, self.registry)

@@ -22,6 +22,16 @@ class EvalSummaries:
             writer = self.writers[eval_dir] = tf.summary.create_file_writer(eval_dir)
         _write(writer, step, result, confusion)
 
+    def stopped(self, eval_dir: str, step: int, reason: str) -> None:
+        """A stopped run: `early_stop/stopped` 1 at its step, and the reason as text."""
+        writer = self.writers.get(eval_dir)
+        if writer is None:
+            writer = self.writers[eval_dir] = tf.summary.create_file_writer(eval_dir)
+        with writer.as_default(step=step):
+            tf.summary.scalar("early_stop/stopped", 1.0)
+            tf.summary.text("early_stop/reason", reason)
+        writer.flush()
+
     def close(self) -> None:
         for writer in self.writers.values():
             writer.close()

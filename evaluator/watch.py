@@ -1,4 +1,16 @@
-"""Evaluate checkpoints of one run or of every run in a sweep: once, or as they appear."""
+"""Evaluate checkpoints of one run or of every run in a sweep: once, or as they appear.
+
+Keeping up: checkpoints may arrive faster than one CPU scores them. Each round scores one
+checkpoint per run, round robin: the newest unscored one of each run that has news (a
+checkpoint newer than its newest score), so that the leaderboard and the early-stopping rule
+see the present; only when no run has news does it catch up on the checkpoints it skipped,
+newest first, and the sweep is finished only when none is left. The lag (checkpoints waiting,
+age of the oldest since first seen) is a metric and goes into leaderboard.json.
+
+Early stopping: with a rule in sweep.json, after each round the rule (evaluator.stopping)
+judges the running runs on their scores and a verdict becomes runs/<run>/stop.json, written
+once. A run with a stop.json is finished here: never scored or judged again.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +20,9 @@ import time
 
 from common import layout, storage
 from common.cli import UserError, first_line
-from common.layout import Checkpoint, RunDir, SweepDir
+from common.layout import Checkpoint, EarlyStop, RunDir, SweepDir
 from common.lease import Lease
-from evaluator import leaderboard
+from evaluator import leaderboard, stopping
 from evaluator.evaluate import CheckpointUnreadable, Evaluator, RunSetup
 from evaluator.ledger import Ledger
 from evaluator.metrics import EvalMetrics
@@ -54,6 +66,14 @@ class Session:
         self.broken: dict[str, str] = {}  # run name -> why it cannot be evaluated
         self.broken_at: dict[str, float] = {}  # when it was last found broken (monotonic)
         self.best_export: dict | None = None
+        self.rule: EarlyStop | None = None  # sweep.json's, once read
+        self.stop_requests: dict[str, dict] = {}  # run -> its stop.json: nothing more to do
+        self.stop_read: set[str] = set()  # runs whose stop.json was looked for
+        self.complete: dict[str, dict] = {}  # run -> complete.json, once there
+        self.first_seen: dict[tuple[str, int], float] = {}  # checkpoint -> when first listed
+        self.not_before: dict[tuple[str, int], float] = {}  # unreadable: retry after (monotonic)
+        self.lag: dict[str, dict] = {}  # run -> {"waiting": n, "oldest_s": seconds}
+        self.stops_made = 0  # stop.json files this process wrote
 
     def start(self) -> None:
         """Take the lease (one evaluator per sweep), then tidy what a killed one left."""
@@ -105,8 +125,44 @@ class Session:
         return self.setups[run.name]
 
     def pending(self, run: RunDir) -> list[Checkpoint]:
+        """Checkpoints not scored yet, oldest first; none for a run asked to stop."""
+        if self.stop_request(run) is not None:
+            return []
         done = self.ledger(run).steps
-        return [c for c in run.checkpoints() if c.step not in done]
+        pending = [c for c in run.checkpoints() if c.step not in done]
+        now = time.time()
+        for checkpoint in pending:
+            self.first_seen.setdefault((run.name, checkpoint.step), now)
+        return pending
+
+    def stop_request(self, run: RunDir) -> dict | None:
+        """The run's stop.json (read once per run and process; this process writes the rest)."""
+        if run.name not in self.stop_read:
+            self.stop_read.add(run.name)
+            try:
+                request = run.stop_request()
+            except UserError as exc:  # unreadable, but there: the run was asked to stop
+                request = {"reason": str(exc)}
+            if request is not None:
+                self.stop_requests[run.name] = request if isinstance(request, dict) else {}
+        return self.stop_requests.get(run.name)
+
+    def completion(self, run: RunDir) -> dict | None:
+        """complete.json, once there (it never goes away)."""
+        if run.name not in self.complete and run.is_complete():
+            try:
+                self.complete[run.name] = run.complete() or {}
+            except UserError:
+                self.complete[run.name] = {}
+        return self.complete.get(run.name)
+
+    def stopped(self, run: RunDir) -> dict | None:
+        """Why a run stopped early: its stop.json, or the trainer's own stop (a NaN loss)."""
+        request = self.stop_request(run)
+        if request is not None:
+            return request
+        stopped = (self.completion(run) or {}).get("stopped")
+        return stopped if isinstance(stopped, dict) else None
 
     def mark_broken(self, run: RunDir, reason: str) -> None:
         if self.broken.get(run.name) != reason:
@@ -161,6 +217,7 @@ class Session:
     def _unreadable(self, run: RunDir, checkpoint: Checkpoint, reason: str) -> bool:
         key = (run.name, checkpoint.step)
         self.attempts[key] = self.attempts.get(key, 0) + 1
+        self.not_before[key] = time.monotonic() + min(self.options.interval, 30.0)
         self.metrics.failures.labels(run.name).inc()
         if self.attempts[key] < self.options.max_attempts:
             log.warning(
@@ -189,14 +246,18 @@ class Session:
                 ranked.append((run, self.ledger(run), self.setup(run).hparams))
             except RunBroken as exc:
                 self.mark_broken(run, str(exc))
-        rows = leaderboard.rank(ranked)
+        stopped = {run.name: why for run in self.runs() if (why := self.stopped(run))}
+        self.metrics.stopped_runs.set(len(stopped))
+        rows = leaderboard.rank(ranked, stopped)
         if rows:
             top = rows[0]
             current = self.best_export or {}
             if (current.get("run"), current.get("step")) != (top["run"], top["best_step"]):
                 self.best_export = self.export_best(top)
         self.lease.check()
-        return leaderboard.write(self.leaderboard_uri, rows, self.best_export, self.broken)
+        return leaderboard.write(
+            self.leaderboard_uri, rows, self.best_export, self.broken, stopped, self.lag
+        )
 
     def export_best(self, row: dict) -> dict | None:
         """Export the sweep's best checkpoint now: the trainer may delete it later."""
@@ -226,29 +287,122 @@ class Session:
         """Every run (and every run sweep.json promises) complete, with nothing left to score.
 
         A broken run counts as done: nothing more can be learnt from it until someone fixes it.
+        So does a run asked to stop (its trainer saves once more; that checkpoint is not scored).
         """
         if not self.expected_run_names() <= {r.name for r in runs}:
             return False
         return bool(runs) and all(
-            r.name in self.broken or (r.is_complete() and not self.pending(r)) for r in runs
+            r.name in self.broken
+            or self.stop_request(r) is not None
+            or (self.completion(r) is not None and not self.pending(r))
+            for r in runs
         )
 
     def round(self, runs: list[RunDir]) -> bool:
-        """Score every pending checkpoint once; True if anything new was recorded."""
-        progressed = False
+        """Score one checkpoint per run (see the module's docstring for which), then apply the
+        early-stopping rule; True if anything new was recorded."""
+        work: dict[str, tuple[RunDir, Checkpoint]] = {}
+        catch_up: dict[str, tuple[RunDir, Checkpoint]] = {}
+        now = time.monotonic()
         for run in runs:
-            since = time.monotonic() - self.broken_at.get(run.name, -BROKEN_RETRY_S)
+            since = now - self.broken_at.get(run.name, -BROKEN_RETRY_S)
             if run.name in self.broken and since < BROKEN_RETRY_S:
                 continue  # a fix takes a person; looking again every round would cost a pass
             try:
                 self.setup(run)
-                for checkpoint in self.pending(run):
-                    progressed |= self.evaluate(run, checkpoint)
+                pending = self.pending(run)
             except RunBroken as exc:
                 self.mark_broken(run, str(exc))
+                continue
+            self.broken.pop(run.name, None)
+            ready = [c for c in pending if self.not_before.get((run.name, c.step), 0) <= now]
+            if not ready:
+                continue
+            scored = self.ledger(run).steps
+            newest = ready[-1]
+            if not scored or newest.step > max(scored):
+                work[run.name] = (run, newest)
             else:
-                self.broken.pop(run.name, None)
+                catch_up[run.name] = (run, newest)
+        progressed = False
+        for run, checkpoint in (work or catch_up).values():
+            try:
+                progressed |= self.evaluate(run, checkpoint)
+            except RunBroken as exc:
+                self.mark_broken(run, str(exc))
+        self.apply_early_stop(runs)
+        self.measure_lag(runs)
         return progressed
+
+    def backlog(self, runs: list[RunDir]) -> int:
+        """Checkpoints waiting, as counted by the last round."""
+        return sum(self.lag.get(run.name, {}).get("waiting", 0) for run in runs)
+
+    def measure_lag(self, runs: list[RunDir]) -> None:
+        """Checkpoints waiting per run and the age of the oldest: metrics and the leaderboard."""
+        now = time.time()
+        for run in runs:
+            if run.name in self.broken:
+                waiting: list[Checkpoint] = []
+            else:
+                waiting = self.pending(run)
+            oldest = min((self.first_seen[(run.name, c.step)] for c in waiting), default=now)
+            self.lag[run.name] = {"waiting": len(waiting), "oldest_s": round(now - oldest, 1)}
+            self.metrics.waiting.labels(run.name).set(len(waiting))
+            self.metrics.oldest_waiting.labels(run.name).set(now - oldest)
+
+    # ------------------------------------------------------------ early stopping
+
+    def early_stop_rule(self) -> EarlyStop:
+        """sweep.json's rule (none for a lone run, or until sweep.json is there and readable)."""
+        if self.rule is None and self.options.sweep:
+            try:
+                sweep = SweepDir(self.options.target).load()
+            except UserError as exc:
+                log.warning("ignoring %s", exc)
+                return EarlyStop()
+            if sweep is not None:
+                self.rule = sweep.early_stop
+                log.info("early stopping: %s", self.rule.describe())
+        return self.rule or EarlyStop()
+
+    def apply_early_stop(self, runs: list[RunDir]) -> None:
+        """Judge the running runs by the rule; each verdict becomes the run's stop.json."""
+        rule = self.early_stop_rule()
+        if rule.rule == "none":
+            return
+        histories: dict[str, list[stopping.Point]] = {}
+        running: set[str] = set()
+        total = 0
+        for run in runs:
+            if run.name in self.broken or run.name not in self.setups:
+                continue
+            histories[run.name] = [(e["step"], e["top1"]) for e in self.ledger(run).scored()]
+            total = max(total, int(self.setups[run.name].hparams.get("steps") or 0))
+            if self.stop_request(run) is None and self.completion(run) is None:
+                running.add(run.name)
+        by_name = {run.name: run for run in runs}
+        for verdict in stopping.decide(rule, histories, running, total or None):
+            self.request_stop(by_name[verdict.run], verdict)
+
+    def request_stop(self, run: RunDir, verdict: stopping.Stop) -> None:
+        """Write the run's stop.json, once: if one is there already, that one stands."""
+        record = {**verdict.record(), "requested": layout.now()}
+        self.lease.check()
+        if run.save_stop_request(record):
+            log.info(
+                "%s: stop requested at step %d (%s): %s",
+                run.name,
+                verdict.step,
+                verdict.rule,
+                verdict.reason,
+            )
+            self.summaries.stopped(run.eval_dir, verdict.step, verdict.reason)
+            self.stops_made += 1
+        else:
+            self.stop_read.discard(run.name)  # someone else's: read theirs
+            record = self.stop_request(run) or record
+        self.stop_requests[run.name] = record
 
 
 def remove_partial_exports(best_dir: str) -> None:
@@ -330,15 +484,22 @@ def watch(options: Options) -> tuple[dict, bool]:
 def _watch(session: Session, options: Options) -> tuple[dict, bool]:
     last_news = time.monotonic()
     board: dict | None = None
+    board_at = 0.0
+    dirty = False  # scores recorded since the leaderboard was written
     idle_said = False
     while True:
         started = time.monotonic()
         runs = session.runs()
+        stops_before = session.stops_made
         progressed = session.round(runs)
+        # More to score right away: go on without sleeping (a round scores one per run).
+        busy = progressed and session.backlog(runs) > 0
+        dirty |= progressed or session.stops_made != stops_before
         if progressed:
             last_news, idle_said = time.monotonic(), False
-        if progressed or board is None:
-            board = session.refresh_leaderboard()
+        # While catching up, the leaderboard (and the best model's export) every interval.
+        if board is None or (dirty and (not busy or started - board_at >= options.interval)):
+            board, board_at, dirty = session.refresh_leaderboard(), started, False
         if session.finished(runs):
             if not options.keep_running:
                 return board, True
@@ -348,4 +509,5 @@ def _watch(session: Session, options: Options) -> tuple[dict, bool]:
         elif options.timeout is not None and time.monotonic() - last_news > options.timeout:
             log.warning("no new checkpoint for %.0f s; stopping", options.timeout)
             return board, False
-        time.sleep(max(0.0, options.interval - (time.monotonic() - started)))
+        if not busy:
+            time.sleep(max(0.0, options.interval - (time.monotonic() - started)))

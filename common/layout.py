@@ -176,12 +176,12 @@ class EarlyStop:
 
     def __post_init__(self) -> None:
         if self.rule not in EARLY_STOP_RULES:
-            raise ValueError(f"early_stop rule {self.rule!r} is not one of {EARLY_STOP_RULES}")
+            raise ValueError(f"rule {self.rule!r} is not one of {', '.join(EARLY_STOP_RULES)}")
         for name, value, least in (("grace", self.grace, 1), ("eta", self.eta, 2)):
             if value is None and name == "grace":
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ValueError(f"early_stop {name} must be a whole number >= {least}")
+                raise ValueError(f"{name} must be a whole number >= {least}, not {value!r}")
 
     @classmethod
     def from_dict(cls, data: Any) -> EarlyStop:
@@ -191,7 +191,10 @@ class EarlyStop:
         if not isinstance(data, dict):
             raise ValueError(f"early_stop must be an object, not {data!r}")
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in fields})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in fields})
+        except ValueError as exc:
+            raise ValueError(f"early_stop: {exc}") from None
 
     def describe(self) -> str:
         """`asha (grace 100 steps, eta 3)`, `none`: for sentences and logs."""

@@ -10,7 +10,8 @@ import argparse
 import os
 import sys
 
-from common.args import ArgumentParser, positive_int
+from common.args import ArgumentParser, int_between, positive_int
+from common.layout import EARLY_STOP_RULES
 from launcher import trainer_flags, validators
 
 PROG = "python -m launcher"
@@ -37,6 +38,25 @@ def _add_cluster(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster")
     g.add_argument("--namespace", "-n", help="namespace (default: the kubeconfig context's)")
     g.add_argument("--context", help="kubeconfig context (default: the current one)")
+
+
+def _add_early_stop(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("early stopping (evaluator.stopping; values: earlyStop.*)")
+    g.add_argument(
+        "--early-stop", choices=EARLY_STOP_RULES, metavar="|".join(EARLY_STOP_RULES),
+        help="stop losing runs early: median (below the median of the others' running "
+        "averages), asha (successive halving: only the top 1/eta go on at each rung); "
+        "default none",
+    )  # fmt: skip
+    g.add_argument(
+        "--grace", type=positive_int, metavar="STEPS",
+        help="no run is stopped before this step; asha's first rung (default: a tenth of "
+        "the run's steps)",
+    )  # fmt: skip
+    g.add_argument(
+        "--eta", type=int_between(2, 100, "asha's reduction factor"), metavar="N",
+        help="asha: keep the top 1/N at each rung; rungs N times apart (default 3)",
+    )  # fmt: skip
 
 
 def _non_negative(text: str) -> int:
@@ -89,6 +109,7 @@ def sweep_parser() -> ArgumentParser:
         "Kubernetes-safe)",
     )
     _add_launch(p)
+    _add_early_stop(p)
     trainer_flags.add_to(p)
     return p
 
@@ -168,6 +189,7 @@ def record_parser() -> ArgumentParser:
     p.add_argument("--name", required=True, help="sweep name")
     p.add_argument("--lrs", required=True, type=validators.learning_rates, metavar="LR,LR,...")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_early_stop(p)
     trainer_flags.add_to(p)
     return p
 

@@ -13,7 +13,7 @@ import argparse
 import logging
 from typing import Any
 
-from common import manifest, storage
+from common import layout, manifest, storage
 from common.cli import UserError
 from launcher import names, settings, trainer_flags, validators
 from launcher.spec import SweepSpec
@@ -31,7 +31,23 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         settings.set_dotted(out, "image.gpu.tag", args.image_tag)
     if getattr(args, "queue", None) is not None:
         settings.set_dotted(out, "kueue.queueName", args.queue)
+    for flag, key in (("early_stop", "rule"), ("grace", "grace"), ("eta", "eta")):
+        if getattr(args, flag, None) is not None:
+            settings.set_dotted(out, f"earlyStop.{key}", getattr(args, flag))
     return out
+
+
+def early_stop_from(values: dict[str, Any], args: argparse.Namespace) -> layout.EarlyStop:
+    """The rule from earlyStop in the values (the flags already merged in); one sentence if bad."""
+    rule = settings.get(values, "earlyStop.rule", str, "none")
+    grace = settings.get(values, "earlyStop.grace", int, None)
+    eta = settings.get(values, "earlyStop.eta", int, 3)
+    if rule == "none" and (getattr(args, "grace", None) or getattr(args, "eta", None)):
+        raise UserError("--grace and --eta only apply with --early-stop median or asha.")
+    try:
+        return layout.EarlyStop(rule, grace, eta)
+    except ValueError as exc:
+        raise UserError(f"settings: earlyStop: {exc}.") from None
 
 
 def load_values(args: argparse.Namespace, backend: str) -> dict[str, Any]:
@@ -74,7 +90,7 @@ def resolve(
     if not isinstance(name, str):
         raise UserError(f"settings: name must be a string, not {name!r}.")
     name = name or names.sweep_name_from(storage.basename(out))
-    spec = SweepSpec(name, data, out, tuple(lrs), tuple(extra))
+    spec = SweepSpec(name, data, out, tuple(lrs), tuple(extra), early_stop_from(values, args))
     validate(spec, values, backend)
     return spec
 
@@ -105,6 +121,10 @@ def _as_values(values: dict[str, Any], spec: SweepSpec) -> dict[str, Any]:
         "name": spec.name,
         "lrs": list(spec.lrs),
         "trainerArgs": list(spec.trainer_args),
+        "earlyStop": {
+            **(values.get("earlyStop") or {}),
+            **{k: v for k, v in vars(spec.early_stop).items() if v is not None},
+        },
     }
 
 
@@ -153,6 +173,7 @@ def record_main(args: argparse.Namespace) -> int:
         storage.normalize(args.out),
         tuple(args.lrs),
         tuple(extra),
+        early_stop_from(settings.merge({}, overrides_from(args)), args),
     )
     record.record(spec)
     return 0

@@ -48,9 +48,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a child says that is worth a console line (the rest stays in its log file).
 _TRAINER_NEWS = re.compile(
     r"(step \d+, loss|resumed from|training |stopped at|run complete|already complete|"
-    r"exported|error|Error)"
+    r"exported|stopped early|stop requested|error|Error)"
 )
-_EVALUATOR_NEWS = re.compile(r"(top-1|best model|error|Error)")
+_EVALUATOR_NEWS = re.compile(r"(top-1|best model|stop requested|early stopping|error|Error)")
 _LOG_PREFIX = re.compile(r"^\d\d:\d\d:\d\d [\w.]+: ")
 
 

@@ -78,6 +78,7 @@ class Renderer:
             image,
             ["python", "-m", "launcher", "record-sweep"],
             ["--out", spec.out, "--data", spec.data, "--name", spec.name, "--lrs", lr_text(lr)]
+            + spec.early_stop_args()
             + list(spec.trainer_args),
         )
         trainer = self._container(

@@ -36,6 +36,7 @@ def merged(existing: layout.Sweep | None, spec: SweepSpec, where: str) -> layout
         ("name", new.name, existing.name),
         ("dataset", new.data, existing.data),
         ("trainer flags", new.trainer_args, list(existing.trainer_args)),
+        ("early stopping", new.early_stop, existing.early_stop),
     ):
         if _comparable(mine) != _comparable(theirs):
             raise UserError(
@@ -59,6 +60,8 @@ def _comparable(value: object) -> object:
 def _show(value: object) -> str:
     if isinstance(value, list):
         return " ".join(value) if value else "(none)"
+    if isinstance(value, layout.EarlyStop):
+        return value.describe()
     return repr(value)
 
 

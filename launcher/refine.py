@@ -64,7 +64,14 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from launcher import launch
 
-    spec = SweepSpec(sweep.name, sweep.data, sweep_dir.uri, tuple(lrs), tuple(sweep.trainer_args))
+    spec = SweepSpec(
+        sweep.name,
+        sweep.data,
+        sweep_dir.uri,
+        tuple(lrs),
+        tuple(sweep.trainer_args),
+        sweep.early_stop,
+    )
     values = launch.load_values(args, args.backend)
     launch.validate(spec, values, args.backend)
     return launch.launch(spec, values, args)

@@ -19,6 +19,7 @@ class SweepSpec:
     out: str  # sweep dir URI (normalised)
     lrs: tuple[float, ...]
     trainer_args: tuple[str, ...] = ()
+    early_stop: layout.EarlyStop = layout.EarlyStop()
 
     @property
     def sweep_dir(self) -> layout.SweepDir:
@@ -42,8 +43,18 @@ class SweepSpec:
             data=self.data,
             candidates=[layout.Candidate(run_name_for_lr(lr), lr) for lr in self.lrs],
             trainer_args=list(self.trainer_args),
+            early_stop=self.early_stop,
             created=layout.now(),
         )
+
+    def early_stop_args(self) -> list[str]:
+        """`record-sweep`'s early-stopping flags; none for the default rule, so that sweeps
+        without early stopping render as they always did."""
+        rule = self.early_stop
+        if rule.rule == "none":
+            return []
+        grace = ["--grace", str(rule.grace)] if rule.grace is not None else []
+        return ["--early-stop", rule.rule, *grace, "--eta", str(rule.eta)]
 
 
 def lr_text(lr: float) -> str:

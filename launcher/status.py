@@ -1,8 +1,10 @@
 """`status`: one row per run of a sweep, from the bucket and (with a cluster) the Jobs.
 
 The bucket says how far each run got (latest checkpoint step of its target, whether
-complete.json is there, whether a trainer holds its lease now) and how well it does (the
-evaluator's leaderboard.json: best top-1, its step and loss). With --backend kubernetes, each
+complete.json is there, whether a trainer holds its lease now, whether it was stopped early
+and why: complete.json's `stopped`, or the evaluator's stop.json) and how well it does (the
+evaluator's leaderboard.json: best top-1, its step and loss, and the evaluator's lag: the
+run's checkpoints waiting to be scored and the age of the oldest). With --backend kubernetes, each
 run's Job adds its state: queued (suspended by Kueue), pending and why (unschedulable, image
 pull), running, succeeded, or failed and why (the Job's condition, the last pod's exit code).
 """
@@ -33,6 +35,8 @@ class Row:
     best_step: int | None = None
     complete: bool = False
     best: bool = False
+    lag: str = ""  # checkpoints waiting for the evaluator, and the oldest one's age
+    why: str = ""  # why the run was stopped early
 
 
 def bucket_rows(sweep_dir: layout.SweepDir) -> list[Row]:
@@ -40,6 +44,7 @@ def bucket_rows(sweep_dir: layout.SweepDir) -> list[Row]:
     sweep = sweep_dir.load()
     board = sweep_dir.leaderboard() or {}
     ranked = {r.get("run"): r for r in board.get("runs") or [] if isinstance(r, dict)}
+    lags = board.get("lag") if isinstance(board.get("lag"), dict) else {}
     lrs: dict[str, float | None] = {c.run: c.lr for c in sweep.candidates} if sweep else {}
     for run in sweep_dir.runs():
         lrs.setdefault(run.name, _hparams(run).get("lr"))
@@ -49,8 +54,13 @@ def bucket_rows(sweep_dir: layout.SweepDir) -> list[Row]:
         hparams = _hparams(run)
         complete = run.complete()
         step = run.latest_checkpoint_step()
-        if complete:
+        stopped = _stopped(run, complete)
+        if complete and stopped:
+            state, step = f"stopped early ({stopped.get('rule', '?')})", complete.get("final_step")
+        elif complete:
             state, step = "complete", complete.get("final_step", step)
+        elif stopped:
+            state = f"stopping ({stopped.get('rule', '?')})"
         elif _lease_live(run):
             state = "running"
         elif step is not None:
@@ -74,6 +84,8 @@ def bucket_rows(sweep_dir: layout.SweepDir) -> list[Row]:
                 best_step=entry.get("best_step"),
                 complete=complete is not None,
                 best=entry.get("rank") == 1,
+                lag=_lag(lags.get(name)),
+                why=_why(stopped),
             )
         )
     return rows
@@ -85,6 +97,34 @@ def _hparams(run: layout.RunDir) -> dict[str, Any]:
         return run.hparams() or {}
     except UserError:
         return {}
+
+
+def _stopped(run: layout.RunDir, complete: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Why a run was stopped early (complete.json, else the evaluator's stop.json), or None."""
+    stopped = (complete or {}).get("stopped")
+    if isinstance(stopped, dict):
+        return stopped
+    if complete:
+        return None
+    try:
+        request = run.stop_request()
+    except UserError:
+        return {"reason": "unreadable stop.json"}
+    return request if isinstance(request, dict) else None
+
+
+def _why(stopped: dict[str, Any] | None) -> str:
+    if not stopped:
+        return ""
+    at = f"at step {stopped['step']}: " if isinstance(stopped.get("step"), int) else ""
+    return f"{at}{stopped.get('reason', '?')}"
+
+
+def _lag(lag: Any) -> str:
+    """`3 waiting, oldest 95 s`; empty when nothing waits."""
+    if not isinstance(lag, dict) or not lag.get("waiting"):
+        return ""
+    return f"{lag['waiting']} waiting, oldest {float(lag.get('oldest_s') or 0):.0f} s"
 
 
 def _lease_live(run: layout.RunDir) -> bool:
@@ -180,7 +220,8 @@ def _pod_job(pod: Obj) -> str | None:
 
 def table(rows: list[Row]) -> str:
     """A fixed-width table; the best run is marked with '*'."""
-    header = ["", "run", "lr", "state", "step", "loss", "best top-1", "at step", "complete"]
+    header = ["", "run", "lr", "state", "step", "loss", "best top-1", "at step", "complete",
+              "eval lag", "why stopped"]  # fmt: skip
     lines = [header]
     for r in rows:
         lines.append(
@@ -194,6 +235,8 @@ def table(rows: list[Row]) -> str:
                 "" if r.best_top1 is None else f"{r.best_top1:.4f}",
                 "" if r.best_step is None else str(r.best_step),
                 "yes" if r.complete else "no",
+                r.lag,
+                r.why,
             ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

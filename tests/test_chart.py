@@ -56,6 +56,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "name": "cpu-sweep",
         "lrs": [0.05, 0.0001, 1e-05],
         "trainerArgs": ["--batch-size", "16", "--steps", "200", "--image-size", "160"],
+        "earlyStop": {"rule": "asha", "grace": 50, "eta": 4},
         "image": {"pullPolicy": "Always", "pullSecrets": ["registry-key"]},
         "trainer": {
             "gpus": 0,
@@ -89,6 +90,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "name": "queued",
         "lrs": [1, 0.3, 0.003],
         "trainerArgs": ["--epochs", "3", "--fine-tune", "head"],
+        "earlyStop": {"rule": "median"},
         "trainer": {"gpus": 2, "metricsPort": 8000},
         "evaluator": {"metricsPort": 8001, "interval": 7.5},
         "tensorboard": {"port": 8080},

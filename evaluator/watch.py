@@ -198,7 +198,9 @@ class Session:
         }
         if ledger.record(entry) is not entry:
             return True  # another evaluator was first; its events and metrics are its own
-        self.summaries.write(run.eval_dir, checkpoint.step, result, confusion)
+        self.summaries.write(
+            run.eval_dir, checkpoint.step, result, confusion, setup.manifest.labels
+        )
         self.metrics.record(run.name, result, checkpoint.step, ledger.best())
         top5 = f"{result['top5']:.4f}" if result["top5"] is not None else "n/a"
         log.info(

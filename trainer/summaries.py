@@ -14,6 +14,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
 from common import layout
+from trainer.config import hparam_names
 
 MAX_IMAGES = 3
 
@@ -39,15 +40,26 @@ class TrainSummaries:
         self.writer.close()
 
 
-def write_hparams(run_dir: str, run_name: str, hparams: dict[str, Any]) -> None:
-    """The run's HParams record (scalars only: TensorBoard has no list or null values)."""
-    values = {}
-    for name, value in hparams.items():
+def hparams_record(hparams: dict[str, Any]) -> dict[str, bool | int | float | str]:
+    """What the HParams tab shows and filters on: the hyperparameters, nothing else.
+
+    hparams.json also holds bookkeeping (creation time, format, example counts); as filters in
+    TensorBoard those are noise (a timestamp per run), so only TrainConfig's hparams go in.
+    Scalars only: TensorBoard has no list or null values.
+    """
+    values: dict[str, bool | int | float | str] = {}
+    for name in hparam_names():
+        value = hparams.get(name)
         if isinstance(value, (bool, int, float, str)):
             values[name] = value
         elif value is None:
             values[name] = "none"
+    return values
+
+
+def write_hparams(run_dir: str, run_name: str, hparams: dict[str, Any]) -> None:
+    """The run's HParams record, at the run dir's root (see the module docstring)."""
     writer = tf.summary.create_file_writer(run_dir)
     with writer.as_default():
-        hp.hparams(values, trial_id=run_name)
+        hp.hparams(hparams_record(hparams), trial_id=run_name)
     writer.close()

@@ -4,7 +4,8 @@
 # from Debian packages with debootstrap. In real CI (GitHub Actions) the images build with
 # Docker on their default public base instead; see .github/workflows/.
 #
-#   bash scripts/images.sh install-tools     apt-get install podman, buildah, debootstrap, runc (root)
+#   bash scripts/images.sh install-tools     apt-get install podman, buildah, debootstrap, runc and
+#                                            the shellcheck linter (root)
 #   bash scripts/images.sh base              localhost/inception-finetune-base:bookworm (debootstrap)
 #   bash scripts/images.sh build cpu|gpu     inception-finetune-{cpu,gpu}:VERSION on that base
 #   bash scripts/images.sh podman ARGS...    podman with this script's storage and settings
@@ -70,9 +71,10 @@ install_tools() {
   [ "$(id -u)" = 0 ] || fail "install-tools needs root (apt-get)."
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # fuse-overlayfs and uidmap: what podman wants for overlay storage and user namespaces.
+  # fuse-overlayfs and uidmap: what podman wants for overlay storage and user namespaces;
+  # and the shellcheck package: for actionlint's checks of the workflows' run scripts (tests/test_images.py).
   apt-get install -y -qq --no-install-recommends \
-    podman buildah debootstrap runc fuse-overlayfs uidmap ca-certificates >/dev/null
+    podman buildah debootstrap runc fuse-overlayfs uidmap ca-certificates shellcheck >/dev/null
 }
 
 exists() { podman image exists "$1"; }

@@ -37,7 +37,8 @@ def pod_spec(doc: dict) -> dict | None:
 
 
 def patch(spec: dict) -> None:
-    spec.setdefault("volumes", []).append({"name": "gcs-proxy-ca", "configMap": {"name": "gcs-proxy-ca"}})
+    volume = {"name": "gcs-proxy-ca", "configMap": {"name": "gcs-proxy-ca"}}
+    spec.setdefault("volumes", []).append(volume)
     for container in spec.get("initContainers", []) + spec.get("containers", []):
         env = container.setdefault("env", [])
         env.extend({"name": k, "value": v} for k, v in ENV.items())

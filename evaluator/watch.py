@@ -31,6 +31,7 @@ from evaluator.summaries import EvalSummaries
 log = logging.getLogger("evaluator")
 
 BROKEN_RETRY_S = 300.0  # how often a broken run is looked at again
+BUSY_LEADERBOARD_S = 30.0  # leaderboard refreshes while checkpoints are still waiting
 
 
 @dataclasses.dataclass
@@ -486,7 +487,10 @@ def watch(options: Options) -> tuple[dict, bool]:
 def _watch(session: Session, options: Options) -> tuple[dict, bool]:
     last_news = time.monotonic()
     board: dict | None = None
-    board_at = 0.0
+    board_at = time.monotonic()
+    # While catching up, the leaderboard (and the best model's export, which may take a
+    # minute on a busy CPU) at most this often.
+    board_every = max(options.interval, BUSY_LEADERBOARD_S)
     dirty = False  # scores recorded since the leaderboard was written
     idle_said = False
     while True:
@@ -499,8 +503,7 @@ def _watch(session: Session, options: Options) -> tuple[dict, bool]:
         dirty |= progressed or session.stops_made != stops_before
         if progressed:
             last_news, idle_said = time.monotonic(), False
-        # While catching up, the leaderboard (and the best model's export) every interval.
-        if board is None or (dirty and (not busy or started - board_at >= options.interval)):
+        if (board is None or dirty) and (not busy or started - board_at >= board_every):
             board, board_at, dirty = session.refresh_leaderboard(), started, False
         if session.finished(runs):
             if not options.keep_running:

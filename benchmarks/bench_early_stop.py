@@ -1,0 +1,172 @@
+"""Early stopping: the same 5-lr sweep without a rule, then with each rule, on the local backend.
+
+    .venv/bin/python benchmarks/bench_early_stop.py [--rules none,median,asha] [--steps 60]
+
+Data: the sample folder `python -m preprocess sample` makes from scikit-image's photos (6
+classes), with a larger validation split so that top-1 moves in steps of 1/120, preprocessed
+into TFRecords. Each sweep is `python -m launcher sweep --backend local` over lrs 1.0, 0.1,
+0.01, 0.001, 0.0001 (all at once: --parallel 5), small and fast enough for 2 CPU cores: 80-px
+images, random weights, adam, a checkpoint every few steps (which also makes the evaluator's lag
+visible). Printed per rule: training steps done in all (a run stopped early counts the steps it
+trained), wall seconds of the sweep, the best run's lr and top-1, the runs stopped, and the
+evaluator's largest lag seen in leaderboard.json (checkpoints waiting, age of the oldest).
+Target: asha needs at least 40% fewer steps than none, with the same best lr and a top-1
+within 0.02.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+LRS = "1.0,0.1,0.01,0.001,0.0001"
+
+
+def make_data(root: str, per_class: int, val_per_class: int) -> str:
+    """The sample folder (scikit-image's photos), preprocessed; reused when already there."""
+    from preprocess.sample import make_sample_folders
+
+    images, data = os.path.join(root, "images"), os.path.join(root, "data")
+    if not os.path.exists(os.path.join(data, "dataset.json")):
+        make_sample_folders(images, per_class=per_class, size=120, val_per_class=val_per_class)
+        subprocess.run(
+            [sys.executable, "-m", "preprocess", "--train-dir", os.path.join(images, "train"),
+             "--val-dir", os.path.join(images, "val"), "--out", data],
+            check=True, cwd=REPO, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    return data
+
+
+class LagWatch:
+    """Polls leaderboard.json while a sweep runs: the largest evaluator lag it shows."""
+
+    def __init__(self, sweep: str) -> None:
+        self.uri = os.path.join(sweep, "leaderboard.json")
+        self.waiting, self.oldest_s = 0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                with open(self.uri) as f:
+                    lag = json.load(f).get("lag") or {}
+            except (OSError, ValueError):
+                continue
+            self.waiting = max(self.waiting, sum(v.get("waiting", 0) for v in lag.values()))
+            self.oldest_s = max([self.oldest_s, *(v.get("oldest_s", 0) for v in lag.values())])
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_sweep(args: argparse.Namespace, data: str, rule: str) -> dict:
+    out = os.path.join(args.work, "sweeps", rule)
+    if os.path.exists(out):
+        raise SystemExit(f"{out} exists: give another --work, or remove it")
+    command = [
+        sys.executable, "-m", "launcher", "sweep", "--backend", "local", "--data", data,
+        "--out", out, "--lrs", LRS, "--parallel", str(args.parallel),
+        "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+        "--image-size", str(args.image_size), "--weights", "none", "--optimizer", "adam",
+        "--lr-schedule", "cosine", "--checkpoint-every", str(args.checkpoint_every),
+        "--log-every", str(args.checkpoint_every), "--keep-checkpoints", "100",
+    ]  # fmt: skip
+    if rule != "none":
+        command += ["--early-stop", rule, "--grace", str(args.grace), "--eta", str(args.eta)]
+    print(f"[{rule}] {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    lag = LagWatch(out)
+    started = time.monotonic()
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    lag.stop()
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"the {rule} sweep failed with exit code {proc.returncode}")
+    return summarise(out, rule, seconds, lag)
+
+
+def summarise(out: str, rule: str, seconds: float, lag: LagWatch) -> dict:
+    from common import layout
+
+    sweep_dir = layout.SweepDir(out)
+    steps, stopped = 0, []
+    for run in sweep_dir.runs():
+        complete = run.complete() or {}
+        why = complete.get("stopped")
+        trained = complete.get("final_step") or 0
+        if why and why.get("rule") == "nan":
+            trained = why.get("step", trained)  # it trained to the NaN, then kept the last good
+        steps += trained
+        if why:
+            stopped.append(f"{run.name}@{trained} ({why.get('rule')})")
+    board = sweep_dir.leaderboard() or {}
+    best = (board.get("runs") or [{}])[0]
+    return {
+        "rule": rule,
+        "steps": steps,
+        "seconds": seconds,
+        "best_lr": (best.get("hparams") or {}).get("lr"),
+        "best_top1": best.get("best_top1"),
+        "stopped": stopped,
+        "lag_waiting": lag.waiting,
+        "lag_oldest_s": lag.oldest_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rules", default="none,median,asha")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--checkpoint-every", type=int, default=6)
+    parser.add_argument("--grace", type=int, default=12)
+    parser.add_argument("--eta", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--image-size", type=int, default=80)
+    parser.add_argument("--parallel", type=int, default=5)
+    parser.add_argument("--per-class", type=int, default=40)
+    parser.add_argument("--val-per-class", type=int, default=20)
+    parser.add_argument("--work", default=None, help="working folder (default: a new temp dir)")
+    args = parser.parse_args()
+    args.work = args.work or tempfile.mkdtemp(prefix="bench-early-stop-")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    data = make_data(args.work, args.per_class, args.val_per_class)
+
+    results = [run_sweep(args, data, rule) for rule in args.rules.split(",")]
+    print(f"lrs {LRS}, {args.steps} steps each, batch {args.batch_size}, {args.image_size} px, "
+          f"checkpoint every {args.checkpoint_every}, grace {args.grace}, eta {args.eta}, "
+          f"{args.parallel} at a time, {os.cpu_count()} cores; work dir {args.work}")  # fmt: skip
+    print(f"{'rule':<7} {'steps':>6} {'seconds':>8} {'best lr':>8} {'top-1':>7}  "
+          f"{'max eval lag':<22} stopped")  # fmt: skip
+    for r in results:
+        top1 = "n/a" if r["best_top1"] is None else f"{r['best_top1']:.4f}"
+        lag = f"{r['lag_waiting']} ckpts, {r['lag_oldest_s']:.0f} s"
+        print(f"{r['rule']:<7} {r['steps']:>6} {r['seconds']:>8.0f} {r['best_lr']!s:>8} "
+              f"{top1:>7}  {lag:<22} {', '.join(r['stopped']) or '-'}")  # fmt: skip
+    base = next((r for r in results if r["rule"] == "none"), None)
+    for r in results:
+        if base is None or r is base or r["best_top1"] is None or base["best_top1"] is None:
+            continue
+        saved = 1 - r["steps"] / base["steps"]
+        same_lr = r["best_lr"] == base["best_lr"]
+        delta = r["best_top1"] - base["best_top1"]
+        ok = saved >= 0.4 and same_lr and abs(delta) <= 0.02
+        verdict = f" -> target {'met' if ok else 'missed'}" if r["rule"] == "asha" else ""
+        print(f"{r['rule']}: {saved:.0%} fewer steps, {1 - r['seconds'] / base['seconds']:.0%} "
+              f"less time, same best lr: {'yes' if same_lr else 'no'}, top-1 {delta:+.4f}"
+              f"{verdict}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -387,3 +387,74 @@ def test_gpu_image_builds_and_starts() -> None:
     )
     out = podman("run", *POD, "--network", "none", tag, "sh", "-c", script).stdout.split()
     assert out[-2].startswith("2.21.") and out[-1] == "True"
+
+
+# ------------------------------- the kind smoke test's wiring (.github/kind; always run)
+
+KIND = REPO / ".github" / "kind"
+
+
+def test_post_renderer_points_every_pod_at_the_proxy() -> None:
+    manifests = (
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\nspec:\n  template:\n    spec:\n"
+        "      initContainers: [{name: a, image: x}]\n"
+        "      containers: [{name: b, image: x, env: [{name: HOME, value: /tmp}]}]\n"
+        "      volumes: [{name: tmp, emptyDir: {}}]\n"
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 1}]}\n"
+    )
+    result = _run([sys.executable, str(KIND / "post-render.py")], input=manifests)
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    job, service = yaml.safe_load_all(result.stdout)
+    spec = job["spec"]["template"]["spec"]
+    assert [v["name"] for v in spec["volumes"]] == ["tmp", "gcs-proxy-ca"]
+    for container in spec["initContainers"] + spec["containers"]:
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["https_proxy"] == "http://gcs-proxy:3128"
+        assert "fake-gcs" in env["NO_PROXY"].split(",")
+        assert env["CURL_CA_BUNDLE"].startswith("/etc/gcs-proxy-ca/")
+        assert container["volumeMounts"][-1]["mountPath"] == "/etc/gcs-proxy-ca"
+    assert env["HOME"] == "/tmp"
+    assert service == {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+                       "spec": {"ports": [{"port": 1}]}}
+
+
+def test_in_cluster_proxy_forwards_google_hosts_to_the_emulator(tmp_path: Path) -> None:
+    """gcs_proxy.py as its pod runs it (the test suite's proxy, listening on all addresses)."""
+    import http.client
+
+    from tests.gcs_emulator import GcsEmulator, make_certificates
+
+    code = tmp_path / "code"
+    code.mkdir()
+    shutil.copy(KIND / "gcs_proxy.py", code)
+    shutil.copy(REPO / "tests" / "gcs_emulator.py", code)  # the ConfigMap holds both
+    _ca, cert, key = make_certificates(tmp_path)
+    port = _free_port()
+    with GcsEmulator() as emulator:
+        bucket = emulator.make_bucket()[len("gs://"):]
+        upstream = emulator.url.removeprefix("http://")
+        proxy = subprocess.Popen(
+            [sys.executable, str(code / "gcs_proxy.py"), upstream, str(port), str(cert), str(key)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline, body = time.monotonic() + 20, None
+            while time.monotonic() < deadline and body is None:
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    conn.request("GET", f"http://www.googleapis.com/storage/v1/b/{bucket}")
+                    response = conn.getresponse()
+                    body = (response.status, json.loads(response.read()))
+                except OSError:
+                    time.sleep(0.2)
+            assert body is not None and body[0] == 200 and body[1]["name"] == bucket, body
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "http://example.com/")
+            assert conn.getresponse().status == 403  # only the Google hosts
+        finally:
+            proxy.kill()
+            proxy.communicate(timeout=10)

@@ -22,6 +22,10 @@ Decisions, and why
   another dataset or other trainer flags are refused. Because the candidates are recorded per
   Job, the sweep-wide objects (evaluator, TensorBoard, ServiceAccount) do not depend on the
   list of lrs: a refine, or a helm upgrade with more lrs, only adds Jobs.
+- The early-stopping rule (--early-stop, --grace, --eta; values earlyStop.*) is part of
+  sweep.json, where the evaluator reads it; record-sweep init containers carry its flags only
+  when a rule is set, so sweeps without one render the objects they always did. A sweep keeps
+  the rule it was launched with (another one is a conflict, like other trainer flags).
 - Kubernetes apply is create-or-compare (launcher.apply): a spec hash annotation makes a second
   launch of the same sweep a no-op and a different spec under an existing name one sentence,
   found before anything is created. Nothing is ever updated in place.

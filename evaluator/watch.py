@@ -381,8 +381,11 @@ class Session:
             if run.name in self.broken or run.name not in self.setups:
                 continue
             histories[run.name] = [(e["step"], e["top1"]) for e in self.ledger(run).scored()]
-            total = max(total, int(self.setups[run.name].hparams.get("steps") or 0))
-            if self.stop_request(run) is None and self.completion(run) is None:
+            steps = int(self.setups[run.name].hparams.get("steps") or 0)
+            total = max(total, steps)
+            # Its last checkpoint is there: it only exports now, stopping it saves nothing.
+            trained = any(r == run.name and s >= steps for r, s in self.first_seen)
+            if self.stop_request(run) is None and self.completion(run) is None and not trained:
                 running.add(run.name)
         by_name = {run.name: run for run in runs}
         for verdict in stopping.decide(rule, histories, running, total or None):

@@ -12,6 +12,7 @@ class EvalMetrics:
 
     def __init__(self) -> None:
         self.registry = new_registry()
+        self.newest: dict[str, int] = {}  # run -> newest step scored, for the latest-step gauges
 
         def make(kind: type, name: str, doc: str):  # noqa: ANN202
             return kind(PREFIX + name, doc, ["run"], registry=self.registry)
@@ -51,13 +52,21 @@ class EvalMetrics:
         serve(port, self.registry)
 
     def record(self, run: str, result: dict, step: int, best: dict | None) -> None:
+        """Count an evaluation; the per-checkpoint gauges follow the run's newest step only.
+
+        Catching up scores older checkpoints after newer ones: their figures must not replace
+        the latest checkpoint's on a dashboard.
+        """
+        self.evaluations.labels(run).inc()
+        self.duration.labels(run).set(result.get("seconds") or 0)
+        if best is not None:
+            self.best_top1.labels(run).set(best["top1"])
+            self.best_step.labels(run).set(best["step"])
+        if step < self.newest.get(run, -1):
+            return
+        self.newest[run] = step
         self.top1.labels(run).set(result["top1"])
         if result.get("top5") is not None:
             self.top5.labels(run).set(result["top5"])
         self.loss.labels(run).set(result["loss"])
         self.last_step.labels(run).set(step)
-        self.duration.labels(run).set(result.get("seconds") or 0)
-        self.evaluations.labels(run).inc()
-        if best is not None:
-            self.best_top1.labels(run).set(best["top1"])
-            self.best_step.labels(run).set(best["step"])

@@ -76,9 +76,10 @@ def test_stop_resume_finish_and_rerun(data: str, tmp_path) -> None:  # noqa: ANN
     assert lines[0] == f"leaderboard of {out}:"
     table = lines[1:5]
     assert table[0].split() == ["run", "lr", "state", "step", "loss", "best", "top-1", "at", "step",
-                                "complete"]  # fmt: skip
+                                "complete", "eval", "lag", "why", "stopped"]  # fmt: skip
     assert sum(line.startswith("*") for line in table[1:]) == 1
-    assert {line.split()[-1] for line in table[1:]} == {"yes"}
+    complete_at = table[0].index("complete")  # the column, whatever follows it
+    assert {line[complete_at:].split()[0] for line in table[1:]} == {"yes"}
     assert f"TensorBoard: tensorboard --logdir {out}" in done.stdout
     board = sweep_dir.leaderboard()
     assert {row["run"] for row in board["runs"]} == {"lr-0.1", "lr-0.01", "lr-0.001"}

@@ -78,8 +78,12 @@ class Lease:
 
     # ------------------------------------------------------------ taking
 
-    def acquire(self, wait_s: float | None = None) -> None:
-        """Take the lease, waiting up to wait_s (default: ttl) for a stale one to expire."""
+    def acquire(self, wait_s: float | None = None) -> bool:
+        """Take the lease, waiting up to wait_s (default: ttl) for a stale one to expire.
+
+        Returns True when an earlier holder's lease was there (released, stale or of a dead
+        process): what it wrote may have changed since the caller last looked.
+        """
         wait_s = self.ttl_s + 5.0 if wait_s is None else wait_s
         deadline = time.monotonic() + wait_s
         watched: tuple[str, float] | None = None  # (version, when first seen)
@@ -87,14 +91,15 @@ class Lease:
             current = storage.read_versioned(self.uri)
             if current is None:
                 if self._write(None):
-                    return
+                    return False
                 continue
             data, version = current
             holder = _parse(data)
             if self._free(holder, version, watched):
                 if self._write(version):
-                    log.info("took over a stale %s lease (%s)", self.role, describe(holder))
-                    return
+                    if not holder.get("released"):
+                        log.info("took over a stale %s lease (%s)", self.role, describe(holder))
+                    return True
                 continue
             if watched is None or watched[0] != version:
                 if watched is not None:  # renewed while we watched: its holder is alive

@@ -283,23 +283,18 @@ def read_versioned(uri: str) -> tuple[bytes, str] | None:
     GCS: the object's generation. Local: a digest of the content, which write_if_version
     compares under a file lock (the lease files this serves always change content).
     """
-    if not is_gcs(uri):
-        try:
-            data = read_bytes(uri)
-        except FileNotFoundError:
-            return None
-        return data, hashlib.sha256(data).hexdigest()
-    with _gcs_errors(uri, "read"):
-        blob = _blob(uri)
-        try:
-            data = blob.download_as_bytes()
-        except Exception as exc:
-            from google.api_core import exceptions as gexc
+    blob = _blob(uri) if is_gcs(uri) else None
+    try:
+        data = read_bytes(uri) if blob is None else _download(blob, uri)
+    except FileNotFoundError:
+        return None
+    return data, hashlib.sha256(data).hexdigest() if blob is None else str(blob.generation)
 
-            if isinstance(exc, gexc.NotFound):
-                return None
-            raise
-        return data, str(blob.generation)
+
+def _download(blob, uri: str) -> bytes:  # noqa: ANN001 - a google.cloud.storage.Blob
+    """The blob's bytes; its generation is set on it afterwards (what read_versioned needs)."""
+    with _gcs_errors(uri, "read"):
+        return blob.download_as_bytes()
 
 
 def write_if_version(uri: str, data: bytes, version: str | None) -> str | None:

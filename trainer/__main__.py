@@ -27,11 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     # One writer per run dir: a second trainer waits for a dead holder's lease to expire,
     # or is refused naming the live one.
     lease = Lease(plan.run.lease_uri, role="trainer", ttl_s=config.lease_seconds)
-    lease.acquire()
     try:
-        plan = prepare(config, given)  # again: a previous holder may have written meanwhile
-        if _report_complete(plan):
-            return 0
+        if lease.acquire():  # an earlier trainer may have written since prepare looked
+            plan = prepare(config, given)
+            if _report_complete(plan):
+                return 0
         return _train(plan, lease)
     finally:
         lease.release()

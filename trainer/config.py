@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from common import args
@@ -67,6 +70,28 @@ class TrainConfig:
     exit_code_on_stop: int = 0
     lease_seconds: float = 90.0
     verbose: bool = False
+    # Several workers (MultiWorkerMirroredStrategy): how many processes make up this run, where
+    # they listen, which one this is. Worker 0 is the chief. Not hyperparameters: the global
+    # batch is the same whatever the number of workers.
+    workers: int = 1
+    worker_hosts: str = ""
+    worker_index: int = 0
+
+    def worker_addresses(self) -> list[str]:
+        """host:port of every worker, entry i = worker i ({index} patterns expanded); [] for a
+        single worker. The flags were checked by parse_args."""
+        if self.workers <= 1:
+            return []
+        return expand_worker_hosts(self.worker_hosts, self.workers)
+
+    def tf_config(self) -> dict[str, Any] | None:
+        """TF_CONFIG's content for these flags (cluster and task), or None for one worker."""
+        if self.workers <= 1:
+            return None
+        return {
+            "cluster": {"worker": self.worker_addresses()},
+            "task": {"type": "worker", "index": self.worker_index},
+        }
 
 
 def hparam_names() -> list[str]:
@@ -79,6 +104,7 @@ def hparam_names() -> list[str]:
 # Bounds a typo cannot cross: past these a run fails only after minutes and gigabytes.
 MAX_IMAGE_SIZE = 1024  # Inception-v3 was trained at 299; memory grows with the square
 MAX_BATCH_SIZE = 8192  # beyond what one node's accelerators hold at the smallest image size
+MAX_WORKERS = 256  # pods of one run; each holds a node's GPUs
 
 _positive_int = args.positive_int
 _non_negative_int = args.non_negative_int
@@ -90,6 +116,96 @@ _image_size = args.int_between(
     MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, f"the network needs {MIN_IMAGE_SIZE}; more only costs memory"
 )
 _batch_size = args.int_between(1, MAX_BATCH_SIZE, "a global batch for one run")
+_workers = args.int_between(1, MAX_WORKERS, "worker processes of one run")
+
+# ---------------------------------------------------------------- several workers
+
+INDEX_PLACEHOLDER = "{index}"
+# Kubernetes sets it in every pod of an Indexed Job: the pod's index, 0 to completions-1.
+JOB_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"
+# TensorFlow's own description of a cluster; the trainer reads it when set (instead of flags).
+TF_CONFIG = "TF_CONFIG"
+# host:port; the host a name or an IPv4 address, or an IPv6 address in brackets.
+_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_]([-A-Za-z0-9_.]*[A-Za-z0-9_])?):([0-9]+)$")
+
+
+def expand_worker_hosts(text: str, workers: int) -> list[str]:
+    """--worker-hosts as one address per worker: a pattern with {index}, or the list itself."""
+    if INDEX_PLACEHOLDER in text:
+        return [text.replace(INDEX_PLACEHOLDER, str(i)) for i in range(workers)]
+    return [item.strip() for item in text.split(",")]
+
+
+def check_workers(config: TrainConfig, given: set[str], env: Mapping[str, str]) -> str | None:
+    """Complete and check the several-workers flags: None if they hold, else the one sentence
+    that says why not. --worker-index defaults to JOB_COMPLETION_INDEX when --workers > 1."""
+    n = config.workers
+    if env.get(TF_CONFIG):
+        mine = [f"--{name.replace('_', '-')}" for name in ("worker_hosts", "worker_index")
+                if name in given]  # fmt: skip
+        if n > 1:
+            mine.insert(0, f"--workers {n}")
+        if mine:
+            return (
+                f"{TF_CONFIG} is set in the environment and {' and '.join(mine)} given: both "
+                f"describe the workers of this run; unset {TF_CONFIG} or drop the flags"
+            )
+        return None  # the trainer takes the workers and this one's index from TF_CONFIG
+    if n == 1:
+        if "worker_hosts" in given:
+            return "--worker-hosts only applies with --workers 2 or more"
+        if config.worker_index != 0:
+            index = config.worker_index
+            return f"--worker-index {index} needs --workers {index + 1} or more"
+        return None
+    hosts = config.worker_hosts.strip()
+    config.worker_hosts = hosts
+    if not hosts:
+        return (
+            f"--workers {n} needs --worker-hosts: {n} comma-separated host:port addresses (entry "
+            f"i is worker i), or one host:port pattern with {INDEX_PLACEHOLDER} such as "
+            f"run-{INDEX_PLACEHOLDER}.run:2222"
+        )
+    count = hosts.count(INDEX_PLACEHOLDER)
+    if count and "," in hosts:
+        return (
+            f"--worker-hosts {hosts!r} mixes a list with {INDEX_PLACEHOLDER}: give either {n} "
+            f"addresses or one pattern"
+        )
+    if count > 1:
+        return f"--worker-hosts pattern {hosts!r} must contain {INDEX_PLACEHOLDER} once"
+    addresses = expand_worker_hosts(hosts, n)
+    if len(addresses) != n:
+        return (
+            f"--worker-hosts has {len(addresses)} address(es) for --workers {n}: give one per "
+            f"worker (entry i is worker i), or one pattern with {INDEX_PLACEHOLDER}"
+        )
+    for address in addresses:
+        match = _ADDRESS.match(address)
+        if not match or not 1 <= int(match.group(3)) <= 65535:
+            return (
+                f"--worker-hosts: {address!r} is not host:port (a host name or address, and "
+                "a port from 1 to 65535)"
+            )
+    twice = next((a for i, a in enumerate(addresses) if a in addresses[:i]), None)
+    if twice:
+        return f"--worker-hosts names {twice} twice: each worker needs its own address"
+    if "worker_index" not in given:
+        raw = env.get(JOB_COMPLETION_INDEX, "").strip()
+        if raw:
+            try:
+                config.worker_index = int(raw)
+            except ValueError:
+                return f"{JOB_COMPLETION_INDEX}={raw!r} is not a whole number; pass --worker-index"
+            if not 0 <= config.worker_index < n:
+                return (
+                    f"{JOB_COMPLETION_INDEX}={raw} (this pod's index) is not a worker of "
+                    f"--workers {n} (0 to {n - 1}); the Job's completions must equal --workers"
+                )
+    if not 0 <= config.worker_index < n:
+        index = config.worker_index
+        return f"--worker-index {index} is not a worker of --workers {n} (0 to {n - 1})"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,13 +336,46 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {d.lease_seconds:g})",
     )
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    g = p.add_argument_group(
+        "several workers (one run across processes or pods, MultiWorkerMirroredStrategy)"
+    )
+    g.add_argument(
+        "--workers",
+        type=_workers,
+        help="worker processes that train this run together, each with its own GPUs; the "
+        f"global --batch-size is split over all of them (default 1, at most {MAX_WORKERS})",
+    )
+    g.add_argument(
+        "--worker-hosts",
+        metavar="HOSTS",
+        help="with --workers N > 1: N comma-separated host:port addresses (entry i is worker "
+        f"i), or one host:port pattern with {INDEX_PLACEHOLDER}, e.g. "
+        f"flowers-lr-0-01-{INDEX_PLACEHOLDER}.flowers-lr-0-01:2222",
+    )
+    g.add_argument(
+        "--worker-index",
+        type=_non_negative_int,
+        help=f"this process's worker, 0 to N-1; 0 is the chief, the only one that writes the "
+        f"run dir (default: ${JOB_COMPLETION_INDEX}, which Kubernetes sets in Indexed Jobs, "
+        f"else 0). With ${TF_CONFIG} set, the workers come from it instead",
+    )
     return p
 
 
-def parse_args(argv: list[str] | None) -> tuple[TrainConfig, set[str]]:
-    """The configuration and the names of the fields given on the command line."""
-    given = vars(build_parser().parse_args(argv))
+def parse_args(
+    argv: list[str] | None, env: Mapping[str, str] | None = None
+) -> tuple[TrainConfig, set[str]]:
+    """The configuration and the names of the fields given on the command line.
+
+    `env` (default: the process's) supplies JOB_COMPLETION_INDEX and TF_CONFIG.
+    """
+    parser = build_parser()
+    given = vars(parser.parse_args(argv))
     config = TrainConfig(**given)
     if config.weights.lower() in ("imagenet", "none"):
         config.weights = config.weights.lower()
+    problem = check_workers(config, set(given), os.environ if env is None else env)
+    if problem:
+        parser.error(problem)
     return config, set(given)

@@ -65,11 +65,22 @@ def _non_negative(text: str) -> int:
     return non_negative_int(text)
 
 
+MAX_WORKERS = 256  # trainer.config's bound, and the chart's (values.schema.json)
+
+
 def _add_launch(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend", choices=BACKENDS, default="local",
         help="local: trainer and evaluator processes on this machine (default); kubernetes: "
         "one Job per learning rate, an evaluator Deployment and TensorBoard",
+    )  # fmt: skip
+    p.add_argument(
+        "--workers", type=int_between(1, MAX_WORKERS, "worker processes of one run"),
+        metavar="N",
+        help="train each run with N workers together (TensorFlow's MultiWorkerMirroredStrategy; "
+        "the global --batch-size is split over them): kubernetes: an Indexed Job of N pods "
+        "behind a headless Service, the GPUs of trainer.gpus in each; local: N processes "
+        "(trainer.workers; default 1)",
     )  # fmt: skip
     p.add_argument(
         "--dry-run", action="store_true",

@@ -40,12 +40,14 @@ def run(spec: SweepSpec, values: dict[str, Any], args: argparse.Namespace) -> in
         spec.name, len(todo.create), len(todo.unchanged),
     )  # fmt: skip
     ns = cluster.namespace
-    print(f"sweep {spec.name}: {len(spec.lrs)} trainer Job(s) in namespace {ns}")
+    each = f" of {spec.workers} worker pods each" if spec.workers > 1 else ""
+    print(f"sweep {spec.name}: {len(spec.lrs)} trainer Job(s){each} in namespace {ns}")
     status = f"python -m launcher status --sweep {spec.out} --backend kubernetes -n {ns}"
     print(f"  runs:        {status}")
-    if any(o["kind"] == "Service" for o in objs):
-        service = names.tensorboard(spec.name)
-        port = next(o for o in objs if o["kind"] == "Service")["spec"]["ports"][0]["port"]
+    service = names.tensorboard(spec.name)
+    tensorboard = [o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == service]
+    if tensorboard:
+        port = tensorboard[0]["spec"]["ports"][0]["port"]
         print(f"  TensorBoard: kubectl -n {ns} port-forward svc/{service} {port}:{port}")
         print(f"               then open http://localhost:{port}")
     print(f"  remove:      python -m launcher delete --sweep {spec.name} -n {ns}")

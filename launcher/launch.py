@@ -31,6 +31,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         settings.set_dotted(out, "image.gpu.tag", args.image_tag)
     if getattr(args, "queue", None) is not None:
         settings.set_dotted(out, "kueue.queueName", args.queue)
+    if getattr(args, "workers", None) is not None:
+        settings.set_dotted(out, "trainer.workers", args.workers)
     for flag, key in (("early_stop", "rule"), ("grace", "grace"), ("eta", "eta")):
         if getattr(args, flag, None) is not None:
             settings.set_dotted(out, f"earlyStop.{key}", getattr(args, flag))
@@ -48,6 +50,21 @@ def early_stop_from(values: dict[str, Any], args: argparse.Namespace) -> layout.
         return layout.EarlyStop(rule, grace, eta)
     except ValueError as exc:
         raise UserError(f"settings: earlyStop: {exc}.") from None
+
+
+def workers_from(values: dict[str, Any]) -> int:
+    """trainer.workers from the values (--workers already merged in); one sentence if bad.
+
+    Checked here for both backends (the local one never reads the chart's schema)."""
+    from launcher.cli import MAX_WORKERS
+
+    workers = settings.get(values, "trainer.workers", int, 1)
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UserError(
+            f"settings: trainer.workers must be a whole number from 1 to {MAX_WORKERS}, not "
+            f"{workers}."
+        )
+    return workers
 
 
 def load_values(args: argparse.Namespace, backend: str) -> dict[str, Any]:
@@ -90,7 +107,9 @@ def resolve(
     if not isinstance(name, str):
         raise UserError(f"settings: name must be a string, not {name!r}.")
     name = name or names.sweep_name_from(storage.basename(out))
-    spec = SweepSpec(name, data, out, tuple(lrs), tuple(extra), early_stop_from(values, args))
+    early_stop = early_stop_from(values, args)
+    workers = workers_from(values)
+    spec = SweepSpec(name, data, out, tuple(lrs), tuple(extra), early_stop, workers)
     validate(spec, values, backend)
     return spec
 
@@ -103,6 +122,9 @@ def validate(spec: SweepSpec, values: dict[str, Any], backend: str) -> None:
         names.trainer_job(spec.name, lr)  # every Job name fits
     if backend != "kubernetes":
         return
+    if spec.workers > 1:
+        for lr in spec.lrs:
+            names.check_worker_hostnames(names.trainer_job(spec.name, lr), spec.workers)
     for flag, uri in (("--data", spec.data), ("--out", spec.out)):
         if not storage.is_gcs(uri):
             raise UserError(
@@ -155,7 +177,8 @@ def launch(spec: SweepSpec, values: dict[str, Any], args: argparse.Namespace) ->
 
     if args.dry_run:
         for lr in spec.lrs:
-            print(" ".join(local.trainer_command(spec, lr)))
+            for command in local.trainer_commands(spec, lr):
+                print(" ".join(command))
         print(" ".join(local.evaluator_command(spec)))
         return 0
     check_bucket(spec)

@@ -12,6 +12,12 @@ gs:// one (a log is no object to stream to a bucket). The console gets one line 
 started, the trainer's step lines, the evaluator's scores, finished with the exit code, and for
 a failure the last lines of its log.
 
+With --workers N > 1 (values trainer.workers), each run is N trainer processes that train it
+together: the same command plus `--workers N --worker-hosts 127.0.0.1:P0,...,127.0.0.1:P(N-1)
+--worker-index i`, on ports free when the run starts. Worker 0 (the chief) logs to
+`<run>.log`, worker i to `<run>.worker-<i>.log`; the run is over when all its processes have
+exited, and it counts against --parallel as N trainers (at least one run at a time).
+
 Ctrl-C (or SIGTERM) stops every child the way an eviction would: each gets SIGINT, saves a
 checkpoint after its current step and exits; the launcher waits for them and exits 130. A
 second Ctrl-C kills them at once. Children run in their own session, so the terminal's Ctrl-C
@@ -27,6 +33,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -64,8 +71,54 @@ def default_parallel() -> int:
     return max(1, min(cores // 4, int(memory_gib // 6)))
 
 
+LOCALHOST = "127.0.0.1"
+
+
 def trainer_command(spec: SweepSpec, lr: float) -> list[str]:
     return [sys.executable, "-m", "trainer", *spec.trainer_args_for(lr)]
+
+
+def trainer_commands(spec: SweepSpec, lr: float, ports: list[int] | None = None) -> list[list[str]]:
+    """The command of every worker of one run (worker i at i): the single trainer's, or, with
+    several workers, that command plus each one's worker flags on 127.0.0.1 `ports` (default:
+    ports free now)."""
+    command = trainer_command(spec, lr)
+    if spec.workers <= 1:
+        return [command]
+    ports = free_ports(spec.workers) if ports is None else ports
+    hosts = ",".join(f"{LOCALHOST}:{port}" for port in ports)
+    return [
+        [
+            *command,
+            "--workers",
+            str(spec.workers),
+            "--worker-hosts",
+            hosts,
+            "--worker-index",
+            str(i),
+        ]
+        for i in range(spec.workers)
+    ]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on 127.0.0.1 now (all held at once, then released)."""
+    with contextlib.ExitStack() as stack:
+        sockets = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((LOCALHOST, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def worker_log(logs: str, run: str, index: int) -> str:
+    """Worker 0 (the chief, or the only trainer) keeps `<run>.log`."""
+    return os.path.join(logs, f"{run}.log" if index == 0 else f"{run}.worker-{index}.log")
+
+
+def _worker_name(run: str, index: int) -> str:
+    return run if index == 0 else f"{run}/worker-{index}"
 
 
 def evaluator_command(spec: SweepSpec, *, once: bool = False) -> list[str]:
@@ -163,16 +216,17 @@ def run(spec: SweepSpec, args: argparse.Namespace) -> int:
     sweep = record.record(spec)  # sweep.json first: the evaluator waits for what it names
     sweep_dir = spec.sweep_dir
     logs = logs_dir(spec, getattr(args, "logs_dir", None))
-    parallel = args.parallel or default_parallel()
+    parallel = max(1, (args.parallel or default_parallel()) // spec.workers)  # runs at a time
     todo = collections.deque()
     for candidate in sweep.candidates:
         if sweep_dir.run(candidate.run).is_complete():
             log.info("%s: already complete, not retrained", candidate.run)
         else:
             todo.append(candidate)
+    each = f" of {spec.workers} worker processes" if spec.workers > 1 else ""
     log.info(
-        "sweep %s: %d run(s), %d to train, %d at a time; logs in %s",
-        spec.name, len(sweep.candidates), len(todo), parallel, logs,
+        "sweep %s: %d run(s), %d to train, %d at a time%s; logs in %s",
+        spec.name, len(sweep.candidates), len(todo), parallel, each, logs,
     )  # fmt: skip
     with Stopper() as stopper:
         code = _drive(spec, todo, parallel, logs, stopper)
@@ -187,7 +241,7 @@ def run(spec: SweepSpec, args: argparse.Namespace) -> int:
 def _drive(
     spec: SweepSpec, todo: collections.deque, parallel: int, logs: str, stopper: Stopper
 ) -> int:
-    running: dict[str, Child] = {}
+    running: dict[str, list[Child]] = {}  # run -> its workers (one without --workers)
     failed: dict[str, int] = {}
     evaluator = Child(
         "evaluator", evaluator_command(spec), os.path.join(logs, "evaluator.log"), _EVALUATOR_NEWS
@@ -196,29 +250,36 @@ def _drive(
     while (todo or running) and not stopper.count:
         while todo and len(running) < parallel:
             candidate = todo.popleft()
-            running[candidate.run] = Child(
-                candidate.run,
-                trainer_command(spec, candidate.lr),
-                os.path.join(logs, f"{candidate.run}.log"),
-                _TRAINER_NEWS,
-            )
-        for name, child in list(running.items()):
-            code = child.poll()
-            if code is None:
-                continue
+            running[candidate.run] = [
+                Child(
+                    _worker_name(candidate.run, i),
+                    argv,
+                    worker_log(logs, candidate.run, i),
+                    _TRAINER_NEWS,
+                )
+                for i, argv in enumerate(trainer_commands(spec, candidate.lr))
+            ]
+        for name, group in list(running.items()):
+            codes = [child.poll() for child in group]
+            if any(code is None for code in codes):
+                continue  # a run is over when every one of its workers has exited
             del running[name]
             complete = spec.sweep_dir.run(name).is_complete()
+            code = next((c for c in codes if c), 0)  # the chief's, else the first worker's
             if code == 0 and complete:
-                log.info("%s: finished, exit code 0 (%.0f s)", name, child.elapsed())
+                log.info("%s: finished, exit code 0 (%.0f s)", name, group[0].elapsed())
             else:
                 failed[name] = code
-                _report_failure(child, code, "" if code else " but the run is not complete")
+                for child, own in zip(group, codes, strict=True):
+                    if own or child is group[0]:
+                        why = "" if own else " but the run is not complete"
+                        _report_failure(child, own, why)
         if not evaluator_reported and evaluator.poll() not in (None, 0):
             _report_failure(evaluator, evaluator.proc.returncode, "; the leaderboard may lag")
             evaluator_reported = True
         time.sleep(0.2)
     if stopper.count:
-        _stop([*running.values(), evaluator], stopper)
+        _stop([*(c for group in running.values() for c in group), evaluator], stopper)
         return 130
     if failed:
         # The evaluator waits for every run sweep.json names, so it would wait for the failed

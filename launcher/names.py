@@ -75,6 +75,28 @@ def trainer_job(sweep: str, lr: float) -> str:
     return check_job_name(f"{sweep}-{lr_suffix(lr)}")
 
 
+def trainer_service(sweep: str, lr: float) -> str:
+    """The headless Service of a run's workers (--workers > 1): the Job's own name, so that
+    worker i is `<job>-<i>.<job>` (the pod's hostname, then its subdomain)."""
+    return trainer_job(sweep, lr)
+
+
+def worker_hostname(job: str, index: int) -> str:
+    """What Kubernetes names the pod of index i of an Indexed Job (its hostname)."""
+    return f"{job}-{index}"
+
+
+def check_worker_hostnames(job: str, workers: int) -> None:
+    """Every worker's hostname fits a DNS label (Kubernetes does not shorten it: a longer one
+    is a pod that cannot be created); else one sentence."""
+    longest = worker_hostname(job, workers - 1)
+    if len(longest) > MAX_NAME:
+        raise UserError(
+            f"with {workers} workers, the hostname of the last one, {longest!r}, would be "
+            f"{len(longest)} characters long (at most {MAX_NAME}); pass a shorter --name."
+        )
+
+
 def evaluator(sweep: str) -> str:
     return f"{sweep}-evaluator"
 

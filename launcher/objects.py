@@ -17,6 +17,23 @@ Choices that every pod shares, and why:
   code 2 (a user error, in the trainer or the sweep.json init container) fails the Job at once.
   `podReplacementPolicy: Failed` starts a replacement only once the old pod is gone, so two
   trainers never share a run dir. These need Kubernetes 1.31+ (podFailurePolicy GA).
+- Several workers per run (trainer.workers N > 1, TensorFlow's MultiWorkerMirroredStrategy):
+  the run's Job is Indexed (completions = parallelism = N: every worker at once, worker i in
+  the pod of index i, Kubernetes setting JOB_COMPLETION_INDEX and the hostname <job>-<i>),
+  behind a headless Service of the Job's name that the pods name as their subdomain, so that
+  worker i is <job>-<i>.<job>:2222 (the trainer's --worker-hosts pattern). Kubernetes restarts
+  only the pod that failed; the group restarts because the trainer makes the surviving workers
+  fail too, within a bounded collective timeout, when a peer dies, and every replacement
+  resumes from the last checkpoint. So one crash costs each worker one failure: retries are
+  counted per index (backoffLimitPerIndex = trainer.backoffLimit, maxFailedIndexes 0: the Job
+  fails, and its other pods are stopped, once any worker is past its retries), and backoffLimit
+  = trainer.backoffLimit * N bounds the total the same way where backoffLimitPerIndex is off.
+  Per-index counting also keeps the replacement delay per worker (10 s, 20 s, ...); a Job-wide
+  count would grow N times as fast and reach the 10-minute cap after a few crashes. The rules
+  above hold for every worker (a disruption and exit code 143 never count, 2 fails the Job at
+  once). The chief's success ends the Job (successPolicy on index 0): it writes complete.json,
+  and a worker still lingering then has nothing left to do. backoffLimitPerIndex and
+  successPolicy are beta in 1.31 and 1.32 (on by default) and GA from 1.33.
 - Each trainer pod's init container records its candidate in sweep.json (see launcher.record),
   so helm installs write sweep.json too and the sweep-wide objects do not depend on the list
   of learning rates: a refine or a `helm upgrade` with more lrs only adds Jobs.
@@ -37,6 +54,9 @@ CREDENTIALS_DIR = "/var/secrets/google"
 # What the trainer exits with after checkpointing on SIGTERM (its --exit-code-on-stop).
 STOPPED_EXIT_CODE = 143
 USER_ERROR_EXIT_CODE = 2
+# Where the workers of a run reach each other (MultiWorkerMirroredStrategy's gRPC server).
+WORKER_PORT = 2222
+WORKER_PORT_NAME = "collective"
 
 Obj = dict[str, Any]
 
@@ -62,7 +82,10 @@ class Renderer:
             objs.append(self.tensorboard(spec))
         if self._setting("podMonitor.enabled", bool, False):
             objs.append(self.pod_monitor(spec.name))
-        objs += [self.trainer_job(spec, lr) for lr in spec.lrs]
+        for lr in spec.lrs:
+            if spec.workers > 1:
+                objs.append(self.trainer_service(spec, lr))
+            objs.append(self.trainer_job(spec, lr))
         return objs
 
     def trainer_job(self, spec: SweepSpec, lr: float) -> Obj:
@@ -73,6 +96,8 @@ class Renderer:
             resources.setdefault("limits", {})["nvidia.com/gpu"] = gpus
         port = self._setting("trainer.metricsPort", int, 9090)
         labels = names.labels(spec.name, "trainer", lr)
+        job_name = names.trainer_job(spec.name, lr)
+        workers = spec.workers
         record = self._container(
             "record-sweep",
             image,
@@ -81,6 +106,13 @@ class Renderer:
             + spec.early_stop_args()
             + list(spec.trainer_args),
         )
+        worker_args: list[str] = []
+        ports = [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+        if workers > 1:
+            worker_args = ["--workers", str(workers), "--worker-hosts", worker_hosts(job_name)]
+            ports.append(
+                {"name": WORKER_PORT_NAME, "containerPort": WORKER_PORT, "protocol": "TCP"}
+            )
         trainer = self._container(
             "trainer",
             image,
@@ -96,10 +128,11 @@ class Renderer:
                 str(STOPPED_EXIT_CODE),
                 "--metrics-port",
                 str(port),
+                *worker_args,
                 *spec.trainer_args,
             ],  # fmt: skip
             resources=resources,
-            ports=[{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
+            ports=ports,
         )
         pod = self._pod(
             spec.name,
@@ -109,16 +142,59 @@ class Renderer:
             restart_policy="Never",
             grace=self._setting("trainer.terminationGracePeriodSeconds", int, 120),
         )
-        job_spec: Obj = {
-            "backoffLimit": self._setting("trainer.backoffLimit", int, 3),
-            "podReplacementPolicy": "Failed",
-            "podFailurePolicy": {"rules": self._failure_rules("trainer")},
-            "template": {"metadata": {"labels": labels}, "spec": pod},
-        }
+        retries = self._setting("trainer.backoffLimit", int, 3)
+        job_spec: Obj = {"backoffLimit": retries}
+        if workers > 1:
+            # Retries per worker; see the module's docstring for why.
+            pod["subdomain"] = names.trainer_service(spec.name, lr)
+            job_spec = {
+                "backoffLimit": retries * workers,
+                "backoffLimitPerIndex": retries,
+                "maxFailedIndexes": 0,
+                "completionMode": "Indexed",
+                "completions": workers,
+                "parallelism": workers,
+                "successPolicy": {"rules": [{"succeededIndexes": "0"}]},
+            }
+        job_spec.update(
+            {
+                "podReplacementPolicy": "Failed",
+                "podFailurePolicy": {"rules": self._failure_rules("trainer")},
+                "template": {"metadata": {"labels": labels}, "spec": pod},
+            }
+        )
         deadline = self._setting("trainer.activeDeadlineSeconds", int, None)
         if deadline is not None:
             job_spec["activeDeadlineSeconds"] = deadline
-        return self._job(names.trainer_job(spec.name, lr), labels, job_spec)
+        return self._job(job_name, labels, job_spec)
+
+    def trainer_service(self, spec: SweepSpec, lr: float) -> Obj:
+        """The headless Service through which the workers of one run find each other: no
+        cluster IP, one DNS name per pod (<job>-<i>.<service>), published before the pods are
+        ready (they have no readiness probe; their collective setup is what starts them)."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": self._meta(
+                names.trainer_service(spec.name, lr), names.labels(spec.name, "trainer", lr)
+            ),
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": True,
+                "selector": {
+                    **_component_selector(spec.name, "trainer"),
+                    names.RUN_LABEL: names.labels(spec.name, "trainer", lr)[names.RUN_LABEL],
+                },
+                "ports": [
+                    {
+                        "name": WORKER_PORT_NAME,
+                        "port": WORKER_PORT,
+                        "targetPort": WORKER_PORT_NAME,
+                        "protocol": "TCP",
+                    }
+                ],
+            },
+        }
 
     def evaluator(self, spec: SweepSpec) -> Obj:
         port = self._setting("evaluator.metricsPort", int, 9091)
@@ -405,6 +481,12 @@ class Renderer:
                 "template": {"metadata": {"labels": labels}, "spec": pod},
             },
         }
+
+
+def worker_hosts(job: str) -> str:
+    """The trainer's --worker-hosts for the pods of an Indexed Job behind its headless Service
+    of the same name: worker i is <job>-<i>.<job> (hostname.subdomain) on WORKER_PORT."""
+    return f"{job}-{{index}}.{job}:{WORKER_PORT}"
 
 
 def _component_selector(sweep: str, component: str) -> dict[str, str]:

@@ -64,6 +64,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from launcher import launch
 
+    values = launch.load_values(args, args.backend)
     spec = SweepSpec(
         sweep.name,
         sweep.data,
@@ -71,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
         tuple(lrs),
         tuple(sweep.trainer_args),
         sweep.early_stop,
+        launch.workers_from(values),
     )
-    values = launch.load_values(args, args.backend)
     launch.validate(spec, values, args.backend)
     return launch.launch(spec, values, args)

@@ -2,6 +2,12 @@
 
 Both backends, the renderer and sweep.json are made from this one value, so a local run and a
 cluster run of the same inputs run the same trainer commands.
+
+`workers` (the launcher's --workers, values trainer.workers) is how many processes train each
+run together. Like the GPUs per pod it is not recorded in sweep.json: it changes how a run is
+computed, not what it computes (the global batch is the same), so record-sweep never sees it
+and a refine may use another count (whether a started run resumes under another count is the
+trainer's call, made from its run dir).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ class SweepSpec:
     lrs: tuple[float, ...]
     trainer_args: tuple[str, ...] = ()
     early_stop: layout.EarlyStop = layout.EarlyStop()
+    workers: int = 1  # processes (local) or pods (kubernetes) per run
 
     @property
     def sweep_dir(self) -> layout.SweepDir:

@@ -6,7 +6,9 @@ and why: complete.json's `stopped`, or the evaluator's stop.json) and how well i
 evaluator's leaderboard.json: best top-1, its step and loss, and the evaluator's lag: the
 run's checkpoints waiting to be scored and the age of the oldest). With --backend kubernetes, each
 run's Job adds its state: queued (suspended by Kueue), pending and why (unschedulable, image
-pull), running, succeeded, or failed and why (the Job's condition, the last pod's exit code).
+pull), running, succeeded, or failed and why (the Job's condition, the last pod's exit code);
+for a run of several workers (an Indexed Job), a `workers` column says how many run and, while
+not all do, each worker's phase (`1/2 workers running (0 running, 1 pending)`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from common.cli import UserError
 from launcher import names
 
 Obj = dict[str, Any]
+# Kubernetes' label (1.28+) and annotation on every pod of an Indexed Job: the pod's index.
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 
 @dataclasses.dataclass
@@ -37,6 +41,7 @@ class Row:
     best: bool = False
     lag: str = ""  # checkpoints waiting for the evaluator, and the oldest one's age
     why: str = ""  # why the run was stopped early
+    workers: str = ""  # a run of several workers: how many run now (cluster only)
 
 
 def bucket_rows(sweep_dir: layout.SweepDir) -> list[Row]:
@@ -165,6 +170,54 @@ def job_state(job: Obj, pods: list[Obj]) -> str:
     return ("running" if status.get("active") else "pending") + note
 
 
+def workers_state(job: Obj, pods: list[Obj]) -> str:
+    """A run of several workers (an Indexed Job with completions > 1) that has not finished:
+    `2/2 workers running`, or `1/2 workers running (0 running, 1 pending)` with each worker's
+    newest pod's phase. Empty for a single worker or a finished Job. `pods`: oldest first."""
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    count = spec.get("completions") or 1
+    if spec.get("completionMode") != "Indexed" or not isinstance(count, int) or count < 2:
+        return ""
+    finished = {"Complete", "SuccessCriteriaMet", "Failed", "FailureTarget"}
+    if any(
+        c.get("type") in finished and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    ):
+        return ""
+    newest: dict[int, Obj] = {}
+    for pod in pods:
+        index = _completion_index(pod)
+        if index is not None:
+            newest[index] = pod
+    phases = []
+    for index in range(count):
+        pod = newest.get(index)
+        if pod is None:
+            phase = "no pod"
+        elif (pod.get("metadata") or {}).get("deletionTimestamp"):
+            phase = "terminating"
+        else:
+            phase = (pod.get("status") or {}).get("phase") or "Pending"
+        phases.append(phase.lower())
+    running = phases.count("running")
+    summary = f"{running}/{count} workers running"
+    if running == count:
+        return summary
+    return f"{summary} ({', '.join(f'{i} {p}' for i, p in enumerate(phases))})"
+
+
+def _completion_index(pod: Obj) -> int | None:
+    meta = pod.get("metadata") or {}
+    for where in (meta.get("labels") or {}, meta.get("annotations") or {}):
+        value = where.get(COMPLETION_INDEX)
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
 def _pending_reason(pod: Obj) -> str | None:
     status = pod.get("status") or {}
     for c in status.get("conditions") or []:
@@ -195,8 +248,8 @@ def _join(*parts: Any) -> str:
     return ": ".join(str(p).strip().splitlines()[0] for p in parts if p)
 
 
-def cluster_states(cluster: Any, sweep: str) -> dict[str, str]:
-    """run name -> its Job's state, for every trainer Job of the sweep."""
+def cluster_states(cluster: Any, sweep: str) -> dict[str, tuple[str, str]]:
+    """run name -> (its Job's state, its workers' state), for every trainer Job of the sweep."""
     selector = {**names.selector(sweep), "app.kubernetes.io/component": "trainer"}
     jobs = cluster.list("batch/v1", "Job", selector)
     pods = cluster.list("v1", "Pod", selector)
@@ -206,7 +259,7 @@ def cluster_states(cluster: Any, sweep: str) -> dict[str, str]:
         mine = [p for p in pods if _pod_job(p) == job_name]
         mine.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
         run = (job["metadata"].get("labels") or {}).get(names.RUN_LABEL, job_name)
-        states[run] = job_state(job, mine)
+        states[run] = (job_state(job, mine), workers_state(job, mine))
     return states
 
 
@@ -222,6 +275,9 @@ def table(rows: list[Row]) -> str:
     """A fixed-width table; the best run is marked with '*'."""
     header = ["", "run", "lr", "state", "step", "loss", "best top-1", "at step", "complete",
               "eval lag", "why stopped"]  # fmt: skip
+    workers = any(r.workers for r in rows)  # a column only where some run has several
+    if workers:
+        header.insert(4, "workers")
     lines = [header]
     for r in rows:
         lines.append(
@@ -230,6 +286,7 @@ def table(rows: list[Row]) -> str:
                 r.run,
                 "" if r.lr is None else f"{r.lr:g}",
                 r.state,
+                *([r.workers] if workers else []),
                 _step(r),
                 "" if r.loss is None else f"{r.loss:.4f}",
                 "" if r.best_top1 is None else f"{r.best_top1:.4f}",
@@ -264,7 +321,7 @@ def main(args: argparse.Namespace) -> int:
         states = cluster_states(connect(args), name)
         for row in rows:
             if row.run in states:
-                row.state = states[row.run]
+                row.state, row.workers = states[row.run]
             elif not row.complete:
                 row.state = "no Job"
     if not rows:

@@ -3,7 +3,8 @@
 The launcher must start without TensorFlow, so it cannot import trainer.config; this table
 mirrors the flags a user sets there (tests/test_launcher_render.py compares the two, so a new
 trainer flag that is missing here fails a test, not a sweep). Flags the launcher sets itself
-per run (--data, --run-dir, --lr, --metrics-port, --exit-code-on-stop) are not in it.
+per run (--data, --run-dir, --lr, --metrics-port, --exit-code-on-stop, and the several-workers
+flags, which come from the launcher's own --workers) are not in it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 from common.args import non_negative_int, positive_int
 from common.model import MIN_IMAGE_SIZE
 
+# Set by the launcher from its --workers (values: trainer.workers) for each worker.
+WORKER_FLAGS = ("--workers", "--worker-hosts", "--worker-index")
 # Set by the launcher for each run; a user cannot pass them through.
-RESERVED = ("--data", "--run-dir", "--lr", "--metrics-port", "--exit-code-on-stop")
+RESERVED = ("--data", "--run-dir", "--lr", "--metrics-port", "--exit-code-on-stop", *WORKER_FLAGS)
 
 
 def _number(test: Callable[[float], bool], what: str) -> Callable[[str], float]:
@@ -159,6 +162,15 @@ def check(args: list[str], where: str) -> list[str]:
     parser = _ListParser(where)
     add_to(parser)
     args = [str(a) for a in args]
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in WORKER_FLAGS:
+            raise UserError(
+                f"{where} may not contain {flag}: set trainer.workers (or pass --workers) and the "
+                "launcher gives every worker its flags."
+            )
+        if flag in RESERVED:
+            raise UserError(f"{where} may not contain {flag}: the launcher sets it for each run.")
     try:
         parser.parse_args(args)
     except _Bad as exc:

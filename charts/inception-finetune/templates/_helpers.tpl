@@ -66,6 +66,17 @@ too, since the schema cannot compare a string with a number.
 {{- $name -}}
 {{- end -}}
 
+{{/*
+With trainer.workers > 1, the pod of index i is named <job>-<i> (its hostname): Kubernetes does
+not shorten it, so the last one must fit a DNS label too. Call with (dict "job" $job "workers" N).
+*/}}
+{{- define "finetune.checkWorkerHostnames" -}}
+{{- $host := printf "%s-%d" .job (sub .workers 1) -}}
+{{- if gt (len $host) 63 -}}
+{{- fail (printf "with %d workers, the hostname of the last one, %q, would be %d characters long (at most 63): set a shorter name=..." .workers $host (len $host)) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Labels every object carries; call with (dict "root" $ "component" "trainer"). */}}
 {{- define "finetune.selectorLabels" -}}
 app.kubernetes.io/name: inception-finetune
@@ -204,7 +215,7 @@ tolerations:
 {{/* Flags the chart sets itself, which trainerArgs may not repeat. */}}
 {{- define "finetune.checkTrainerArgs" -}}
 {{- range .Values.trainerArgs -}}
-{{- if regexMatch "^--(data|run-dir|lr|metrics-port|exit-code-on-stop)(=|$)" . -}}
+{{- if regexMatch "^--(data|run-dir|lr|metrics-port|exit-code-on-stop|workers|worker-hosts|worker-index)(=|$)" . -}}
 {{- fail (printf "trainerArgs may not contain %s: the chart sets it for each run." .) -}}
 {{- end -}}
 {{- end -}}

@@ -18,6 +18,9 @@
 #   VERSION       image tag (default: pyproject.toml's version)
 #   BUILD_CA      a CA bundle that pip inside the build must trust (default: this machine's
 #                 /etc/ssl/certs/ca-certificates.crt, for networks that intercept TLS); "none": no
+#   BUILD_WHEELS  "host" (default): this machine's pip downloads the image's pinned wheels first
+#                 (its own index, mirrors and proxy settings) and the build installs from them
+#                 with no index; "index": pip inside the build reaches the package index itself
 #
 # Why these settings (see the project's shared RECIPES): overlay storage under IMAGES_ROOT (50x
 # faster than vfs), `--isolation chroot --network host` builds, Debian's runc as the runtime and
@@ -98,6 +101,19 @@ make_base() {  # a Debian bookworm image with python3 and its venv module, from 
   rm -rf "$rootfs"
 }
 
+wheelhouse() {  # flavour -> a folder of the image's pinned wheels, downloaded by this machine's pip
+  local flavour=$1 dir="$ROOT/wheels/$1" python=python3
+  [ -x .venv/bin/python ] && python=.venv/bin/python
+  mkdir -p "$dir"
+  "$python" scripts/image_requirements.py "$flavour" --requirements requirements.txt \
+    --pyproject pyproject.toml >"$dir/requirements.txt"
+  # Binary wheels only (the image has no compiler); files already there are reused.
+  "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+    --dest "$dir" -c requirements.txt -r "$dir/requirements.txt" >"$ROOT/wheels-$flavour.log" 2>&1 ||
+    { tail -n 20 "$ROOT/wheels-$flavour.log" >&2; fail "downloading the $flavour image's wheels failed (log: $ROOT/wheels-$flavour.log)."; }
+  echo "$dir"
+}
+
 build() {  # cpu|gpu
   local flavour=$1 base=${IMAGES_BASE:-}
   case "$flavour" in cpu | gpu) ;; *) fail "build takes cpu or gpu, not '$flavour'." ;; esac
@@ -108,6 +124,13 @@ build() {  # cpu|gpu
     # pip inside the build trusts what this machine trusts (a TLS-intercepting proxy's CA):
     # mounted for the RUN steps only, never copied into a layer.
     extra+=(--volume "$(readlink -f "$ca"):/run/build-ca.crt:ro" --build-arg PIP_CERT=/run/build-ca.crt)
+  fi
+  if [ "${BUILD_WHEELS:-host}" = host ]; then
+    # Inside the build, pip sees neither this machine's pip settings (local mirrors, find-links)
+    # nor, behind some proxies, the index at all: it installs from wheels fetched out here.
+    local wheels
+    wheels=$(wheelhouse "$flavour")
+    extra+=(--volume "$wheels:/run/wheels:ro" --build-arg WHEELS=/run/wheels)
   fi
   local tag start=$SECONDS
   tag="inception-finetune-$flavour:$(version)"

@@ -158,18 +158,31 @@ def test_run_dir_holds_hparams_checkpoints_marker_and_export(run: Run) -> None:
 
 
 def test_export_classifies_encoded_jpegs(run: Run) -> None:
+    """The export answers what the final checkpoint answers, from encoded JPEGs alone."""
+    from common import data, model
+
     loaded = tf.saved_model.load(run.path("export"))
     serve = loaded.signatures["serving_default"]
-    samples = val_jpegs(per_class=3)
+    samples = val_jpegs(per_class=8)
     out = serve(image_bytes=tf.constant([jpeg for _, jpeg in samples]))
     probabilities, labels = out["probabilities"].numpy(), out["labels"].numpy()
     assert probabilities.shape == (len(samples), 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert labels.shape == (len(samples), 3)
     assert [x.decode() for x in labels[0]] == ["red", "green", "blue"]
+
+    hparams = run.hparams()
+    net = model.build_classifier(hparams["num_classes"], hparams["image_size"])
+    tf.train.Checkpoint(model=net).read(
+        tf.train.latest_checkpoint(run.path("checkpoints"))
+    ).expect_partial()
+    images = tf.stack([data.preprocess_for_eval(jpeg, hparams["image_size"]) for _, jpeg in samples])
+    expected = tf.nn.softmax(net(images, training=False)).numpy()
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+
     predicted = [labels[i, j].decode() for i, j in enumerate(probabilities.argmax(axis=1))]
     hits = sum(p == truth for p, (truth, _) in zip(predicted, samples, strict=True))
-    assert hits / len(samples) >= 0.8
+    assert hits / len(samples) >= 0.6  # chance is 1/3; the accuracy itself is tested above
     with open(run.path("export", "labels.txt")) as f:
         assert f.read().split() == ["red", "green", "blue"]
 

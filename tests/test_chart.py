@@ -104,6 +104,16 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "credentials": {"secretName": "gcs-key", "key": "sa.json"},
         "storageEmulatorHost": "http://fake-gcs:4443",
     },  # fmt: skip
+    # Several workers per run (MultiWorkerMirroredStrategy): an Indexed Job of 4 pods with 8
+    # GPUs each behind a headless Service, per lr; retries per worker.
+    "workers": {
+        **REQUIRED,
+        "name": "wide",
+        "lrs": [0.1, 0.001],
+        "trainerArgs": ["--batch-size", "256", "--epochs", "5"],
+        "trainer": {"gpus": 8, "workers": 4, "backoffLimit": 2, "activeDeadlineSeconds": 86400},
+        "kueue": {"queueName": "gpu-pool"},
+    },
 }
 # The release name the sets are rendered under: the launcher's default sweep name for their
 # out (its folder name), so that the sets without `name` mean the same sweep to both.
@@ -322,6 +332,21 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         r"image\.pullPolicy: image\.pullPolicy must be one of"
         r"|at '/image/pullPolicy': value must be one of",
     ),
+    "zero workers": (
+        {**REQUIRED, "trainer": {"workers": 0}},
+        r"trainer\.workers: Must be greater than or equal to 1"
+        r"|at '/trainer/workers': minimum: got 0, want 1",
+    ),
+    "too many workers": (
+        {**REQUIRED, "trainer": {"workers": 257}},
+        r"trainer\.workers: Must be less than or equal to 256"
+        r"|at '/trainer/workers': maximum: got 257, want 256",
+    ),
+    "workers a string": (
+        {**REQUIRED, "trainer": {"workers": "2"}},
+        r"trainer\.workers: Invalid type\. Expected: integer, given: string"
+        r"|at '/trainer/workers': got string, want integer",
+    ),
     "trainerArgs not strings": (
         {**REQUIRED, "trainerArgs": ["--steps", 100]},
         r"trainerArgs\.1: Invalid type\. Expected: string, given: integer"
@@ -349,11 +374,21 @@ def test_schema_refuses_with_a_readable_message(helm: str, case: str) -> None:
         ({**REQUIRED, "lrs": ["0"]}, "lrs: 0 is not a learning rate"),
         ({**REQUIRED, "trainerArgs": ["--lr", "0.1"]}, "trainerArgs may not contain --lr"),
         ({**REQUIRED, "trainerArgs": ["--run-dir=/x"]}, "trainerArgs may not contain --run-dir"),
+        ({**REQUIRED, "trainerArgs": ["--workers", "2"]}, "trainerArgs may not contain --workers"),
+        (
+            {**REQUIRED, "trainerArgs": ["--worker-index=1"]},
+            "trainerArgs may not contain --worker-index",
+        ),
         ({**REQUIRED, "name": "a" * 41}, "name"),
         (
             {**REQUIRED, "name": "a" * 40, "lrs": [1.2345678901234567e-05]},
             "longer than 63 characters",
         ),
+        (  # the Job name fits (62 characters), its second worker's hostname does not
+            {**REQUIRED, "name": "a" * 40, "lrs": [1.234567891234e-05], "trainer": {"workers": 2}},
+            "with 2 workers, the hostname of the last one, "
+            '"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-lr-1-234567891234e-05-1", would be 64',
+        ),  # fmt: skip
     ],
 )
 def test_templates_refuse_what_the_schema_cannot_see(
@@ -719,6 +754,69 @@ def test_kueue_podmonitor_and_credentials(helm: str) -> None:
             assert ports == {"metrics": 8000 if component == "trainer" else 8001}
 
 
+def test_one_worker_is_a_plain_job_without_a_service(helm: str) -> None:
+    """trainer.workers 1 (the default) renders what it always did: no headless Service, no
+    Indexed mode, no worker flags."""
+    objs = render(helm, {**REQUIRED, "trainer": {"workers": 1}})
+    assert objs == render(helm, REQUIRED)
+    assert [s["metadata"]["name"] for s in by_kind(objs, "Service")] == [f"{RELEASE}-tensorboard"]
+    for job in by_kind(objs, "Job"):
+        spec = job["spec"]
+        assert not {"completionMode", "completions", "parallelism", "backoffLimitPerIndex",
+                    "maxFailedIndexes", "successPolicy"} & set(spec)  # fmt: skip
+        assert "subdomain" not in spec["template"]["spec"]
+        assert not {"--workers", "--worker-hosts"} & set(trainer_container(job)["args"])
+
+
+def test_several_workers_per_run(helm: str) -> None:
+    """trainer.workers N: per lr an Indexed Job of N pods at once behind a headless Service of
+    the Job's name, the pods' subdomain, so that worker i is <job>-<i>.<job>:2222; GPUs per
+    worker pod; retries per worker; the chief's success ends the Job."""
+    values = VALUE_SETS["workers"]
+    objs = render(helm, values)
+    services = {s["metadata"]["name"]: s for s in by_kind(objs, "Service")}
+    jobs = by_kind(objs, "Job")
+    assert len(jobs) == len(values["lrs"]) and len(services) == len(jobs) + 1  # + TensorBoard
+    for job in jobs:
+        name = job["metadata"]["name"]
+        run = job["metadata"]["labels"]["inception-finetune/run"]
+        spec = job["spec"]
+        assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == (
+            "Indexed", 4, 4,
+        )  # fmt: skip
+        assert (spec["backoffLimitPerIndex"], spec["maxFailedIndexes"]) == (2, 0)
+        assert spec["backoffLimit"] == 2 * 4
+        assert spec["successPolicy"] == {"rules": [{"succeededIndexes": "0"}]}
+        assert spec["podReplacementPolicy"] == "Failed"
+        assert spec["suspend"] is True and spec["activeDeadlineSeconds"] == 86400
+        rules = spec["podFailurePolicy"]["rules"]
+        assert (
+            rules == by_kind(render(helm, REQUIRED), "Job")[0]["spec"]["podFailurePolicy"]["rules"]
+        )
+        pod = spec["template"]["spec"]
+        assert pod["subdomain"] == name
+        c = trainer_container(job)
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == 8
+        assert {"name": "collective", "containerPort": 2222, "protocol": "TCP"} in c["ports"]
+        args = c["args"]
+        assert args[10:14] == ["--workers", "4", "--worker-hosts", f"{name}-{{index}}.{name}:2222"]
+        assert args[14:] == values["trainerArgs"]
+        service = services[name]
+        assert service["metadata"]["labels"]["inception-finetune/run"] == run
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["spec"]["publishNotReadyAddresses"] is True
+        assert service["spec"]["ports"] == [
+            {"name": "collective", "port": 2222, "targetPort": "collective", "protocol": "TCP"}
+        ]
+        # It selects this run's worker pods, and no other run's.
+        selector = service["spec"]["selector"].items()
+        for other in jobs:
+            labels = other["spec"]["template"]["metadata"]["labels"].items()
+            assert (selector <= labels) == (other is job)
+    for minor in KUBE_MINORS:
+        validate_objects(objs, minor)
+
+
 def test_evaluator_and_tensorboard(helm: str) -> None:
     objs = render(helm, VALUE_SETS["defaults"])
     deployments = {d["metadata"]["name"]: d for d in by_kind(objs, "Deployment")}
@@ -839,9 +937,17 @@ def test_commands_parse_with_the_apps_own_parsers(helm: str, value_set: str) -> 
     trainer = {**values_yaml()["trainer"], **values.get("trainer", {})}
     evaluator = {**values_yaml()["evaluator"], **values.get("evaluator", {})}
     sweep_dir = layout.SweepDir.at(values["out"])
+    workers = trainer.get("workers", 1)
     for job in by_kind(objs, "Job"):
         run = job["metadata"]["labels"]["inception-finetune/run"]
-        config, given = trainer_args(trainer_container(job)["args"])
+        # Each pod of an Indexed Job gets its index from Kubernetes, in JOB_COMPLETION_INDEX.
+        for index in range(workers):
+            env = {"JOB_COMPLETION_INDEX": str(index)} if workers > 1 else {}
+            config, given = trainer_args(trainer_container(job)["args"], env)
+            assert (config.workers, config.worker_index) == (workers, index)
+            name = job["metadata"]["name"]
+            hosts = [f"{name}-{i}.{name}:2222" for i in range(workers)]
+            assert config.worker_addresses() == (hosts if workers > 1 else [])
         assert run_name_for_lr(config.lr) == run
         assert config.data == values["data"]
         assert config.run_dir == sweep_dir.run(run).uri

@@ -2,8 +2,9 @@
 charts/inception-finetune make the same objects for the same inputs, with helm 3 and helm 4.
 
 Both are rendered for the value sets of tests/test_chart.py (GPUs with every default; CPU-only
-with tolerations and node selectors; Kueue, a PodMonitor and a Secret-mounted key), given
-once as one values file to both, and once as command-line flags (launcher flags; helm --set).
+with tolerations and node selectors; Kueue, a PodMonitor and a Secret-mounted key; several
+workers per run), given once as one values file to both, and once as command-line flags
+(launcher flags such as --workers; helm --set).
 The YAML is parsed and compared as data, object by object. What may differ, and only that:
 
 - the `app.kubernetes.io/managed-by` label (Helm / inception-finetune-launcher), on objects
@@ -86,22 +87,27 @@ def test_same_objects_from_one_values_file(helm: str, value_set: str, tmp_path: 
     assert_same(launcher, chart)
 
 
-def _from_flags(helm: str, tmp_path: Path, trainer_flags: list[str]) -> tuple[list, list]:
+def _from_flags(
+    helm: str, tmp_path: Path, trainer_flags: list[str], workers: int | None = None
+) -> tuple[list, list]:
     """The CPU set, its sweep inputs given as flags: `python -m launcher sweep --data ...
-    --lrs 0.05,0.0001,1e-05 --gpus 0 FLAGS` and `helm template --set ... trainerArgs=FLAGS`."""
+    --lrs 0.05,0.0001,1e-05 --gpus 0 [--workers N] FLAGS` and `helm template --set ...
+    [trainer.workers=N] trainerArgs=FLAGS`."""
     values = dict(VALUE_SETS["cpu"])
     given = ("data", "out", "lrs", "name", "trainerArgs")
     rest = {k: v for k, v in values.items() if k not in given}
     rest["trainer"] = {k: v for k, v in rest["trainer"].items() if k != "gpus"}
     path = write_values(tmp_path, rest)
     lrs = ",".join(repr(lr) for lr in values["lrs"])
+    launcher_workers = ["--workers", str(workers)] if workers else []
+    helm_workers = ["--set", f"trainer.workers={workers}"] if workers else []
     launcher = launcher_objects(
         "--data", values["data"], "--out", values["out"], "--name", values["name"],
-        "--lrs", lrs, "--gpus", "0", *trainer_flags, "-f", str(path),
+        "--lrs", lrs, "--gpus", "0", *launcher_workers, *trainer_flags, "-f", str(path),
     )  # fmt: skip
     chart = render(
         helm, rest, "--set", f"data={values['data']},out={values['out']},name={values['name']}",
-        "--set", f"lrs={{{lrs}}}", "--set", "trainer.gpus=0",
+        "--set", f"lrs={{{lrs}}}", "--set", "trainer.gpus=0", *helm_workers,
         "--set-json", f"trainerArgs={json.dumps(trainer_flags)}",
     )  # fmt: skip
     return launcher, chart
@@ -117,6 +123,19 @@ def test_same_objects_from_command_line_flags(helm: str, tmp_path: Path) -> None
 def test_same_objects_from_command_line_flags_in_any_order(helm: str, tmp_path: Path) -> None:  # noqa: F811
     flags = ["--batch-size", "16", "--steps", "200", "--image-size", "160"]
     assert_same(*_from_flags(helm, tmp_path, flags))
+
+
+def test_same_objects_with_several_workers_from_flags(helm: str, tmp_path: Path) -> None:  # noqa: F811
+    """`--workers 2` and `--set trainer.workers=2`: per lr a headless Service and an Indexed
+    Job of two pods, the same from both."""
+    launcher, chart = _from_flags(helm, tmp_path, ["--steps", "200"], workers=2)
+    jobs = [o for o in launcher if o["kind"] == "Job"]
+    services = [o["metadata"]["name"] for o in launcher if o["kind"] == "Service"]
+    assert [j["spec"]["completions"] for j in jobs] == [2, 2, 2]
+    assert services == [j["metadata"]["name"] for j in jobs]  # no TensorBoard in this set
+    assert_same(launcher, chart)
+    with pytest.raises(pytest.fail.Exception, match=r"Job/cpu-sweep-lr-0-05 differs"):
+        assert_same(launcher, _from_flags(helm, tmp_path, ["--steps", "200"], workers=3)[1])
 
 
 def test_the_comparison_has_teeth(helm: str, tmp_path: Path) -> None:  # noqa: F811

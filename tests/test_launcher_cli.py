@@ -86,6 +86,10 @@ BAD_SWEEPS = [
     (["--lrs", "0.1", "--steps", "5", "--epochs", "2"], "--steps or --epochs"),
     (["--lrs", "0.1", "--weights", "s3://b/w.h5"], "s3:// is not supported"),
     (["--lrs", "0.1", "--backend", "kubernetes"], "pods cannot see"),
+    (["--lrs", "0.1", "--workers", "0"], "from 1 to 256"),
+    (["--lrs", "0.1", "--workers", "257"], "from 1 to 256"),
+    (["--lrs", "0.1", "--workers", "two"], "expected a whole number"),
+    (["--lrs", "0.1", "--worker-hosts", "a:1"], "unrecognized arguments: --worker-hosts"),
 ]
 
 
@@ -171,6 +175,79 @@ def test_local_dry_run_prints_commands_and_writes_nothing(tmp_path, dataset) -> 
     assert f"-m trainer --data {dataset} --run-dir {out}/runs/lr-0.1 --lr 0.1 --steps 3" in lines[0]
     assert "-m evaluator --sweep-dir" in lines[2]
     assert not out.exists()
+
+
+def test_local_dry_run_with_several_workers(tmp_path, dataset) -> None:  # noqa: ANN001
+    """--workers 2, local: two trainer processes per run on 127.0.0.1, each run on its own
+    free ports, each worker with its index; the commands parse with the trainer's parser."""
+    config = pytest.importorskip("trainer.config")
+    out = tmp_path / "s4"
+    code, stdout, stderr = launcher(
+        "sweep", "--data", dataset, "--out", str(out), "--lrs", "0.1,0.01", "--dry-run",
+        "--workers", "2", "--steps", "3",
+    )  # fmt: skip
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert len(lines) == 5 and "-m evaluator" in lines[4]
+    hosts = []
+    for i, line in enumerate(lines[:4]):
+        argv = line.split()
+        assert argv[1:3] == ["-m", "trainer"]
+        parsed, _ = config.parse_args(argv[3:], {})
+        assert parsed.run_dir == f"{out}/runs/{['lr-0.1', 'lr-0.01'][i // 2]}"
+        assert (parsed.workers, parsed.worker_index, parsed.steps) == (2, i % 2, 3)
+        addresses = parsed.worker_addresses()
+        assert all(a.startswith("127.0.0.1:") for a in addresses)
+        hosts.append(tuple(addresses))
+    assert hosts[0] == hosts[1] and hosts[2] == hosts[3]  # one run's workers agree
+    assert len({*hosts[0], *hosts[2]}) == 4  # each run has ports of its own
+    assert not out.exists()
+
+
+def test_worker_commands_logs_and_ports() -> None:
+    from launcher import local
+
+    one = SweepSpec("s", "/d", "/o", (0.1,), ("--steps", "3"))
+    assert local.trainer_commands(one, 0.1) == [local.trainer_command(one, 0.1)]
+    two = SweepSpec("s", "/d", "/o", (0.1,), ("--steps", "3"), workers=2)
+    commands = local.trainer_commands(two, 0.1, ports=[5001, 5002])
+    assert [c[-6:] for c in commands] == [
+        [
+            "--workers",
+            "2",
+            "--worker-hosts",
+            "127.0.0.1:5001,127.0.0.1:5002",
+            "--worker-index",
+            str(i),
+        ]
+        for i in range(2)
+    ]
+    assert commands[0][:-6] == local.trainer_command(two, 0.1)
+    assert local.worker_log("/l", "lr-0.1", 0) == "/l/lr-0.1.log"  # the chief keeps the name
+    assert local.worker_log("/l", "lr-0.1", 1) == "/l/lr-0.1.worker-1.log"
+    ports = local.free_ports(8)
+    assert len(set(ports)) == 8 and all(0 < p < 65536 for p in ports)
+    assert two.to_sweep().to_dict() == {
+        **one.to_sweep().to_dict(),
+        "created": two.to_sweep().created,
+    }
+
+
+def test_bad_worker_settings_are_one_sentence(tmp_path, dataset) -> None:  # noqa: ANN001
+    out = str(tmp_path / "s5")
+    values = tmp_path / "v.yaml"
+    for content, message in (
+        ({"trainer": {"workers": 0}}, "settings: trainer.workers must be a whole number from 1"),
+        ({"trainer": {"workers": "2"}}, "settings: trainer.workers must be of type int"),
+        ({"trainerArgs": ["--workers", "2"]}, "trainerArgs may not contain --workers"),
+        ({"trainerArgs": ["--worker-hosts", "a:1"]}, "trainerArgs may not contain --worker-hosts"),
+    ):
+        values.write_text(yaml.safe_dump(content))
+        code, _, stderr = launcher(
+            "sweep", "--data", dataset, "--out", out, "--lrs", "1", "-f", str(values)
+        )
+        assert code == 2 and stderr.count("\n") == 1 and message in stderr, stderr
+    assert not os.path.exists(out)
 
 
 # ---------------------------------------------------------------- sweep.json

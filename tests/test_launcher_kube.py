@@ -296,3 +296,106 @@ def test_job_states() -> None:
     assert status.job_state({"status": {"active": 1}}, [pulling]) == (
         "pending: ImagePullBackOff: no such image"
     )
+
+
+def _indexed_pod(api: Cluster, job: str, lr: float, index: int, name: str, status: dict) -> None:
+    labels = {
+        **names.labels("flowers", "trainer", lr),
+        "batch.kubernetes.io/job-name": job,
+        "batch.kubernetes.io/job-completion-index": str(index),
+    }
+    api._client.CoreV1Api(api.api).create_namespaced_pod(
+        NAMESPACE,
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+         "status": status},
+        _preload_content=False,
+    )  # fmt: skip
+
+
+def test_several_workers_create_rerun_status_delete(cluster: Emulator, bucket: str) -> None:
+    """--workers 2: per lr a headless Service and an Indexed Job of 2 pods; the same launch
+    again creates nothing, another worker count is a conflict; status shows each run's
+    workers; delete removes the Services too."""
+    code, stdout, stderr = launcher(*sweep_argv(bucket, "--workers", "2"))
+    assert code == 0, stderr
+    assert "3 trainer Job(s) of 2 worker pods each" in stdout
+    assert "port-forward svc/flowers-tensorboard 6006:6006" in stdout
+    live = cluster.live()
+    services = sorted(name for plural, name in live if plural == "services")
+    assert services == [
+        "flowers-lr-0-001",
+        "flowers-lr-0-01",
+        "flowers-lr-0-1",
+        "flowers-tensorboard",
+    ]
+    assert len(live) == 10
+    job = live[("jobs", "flowers-lr-0-1")]
+    assert (job["spec"]["completionMode"], job["spec"]["completions"]) == ("Indexed", 2)
+    assert job["spec"]["template"]["spec"]["subdomain"] == "flowers-lr-0-1"
+    assert live[("services", "flowers-lr-0-1")]["spec"]["clusterIP"] == "None"
+    sweep = layout.SweepDir(f"{bucket}/sweeps/flowers").load()
+    assert sweep.trainer_args == ["--steps", "100"]  # the worker count is no trainer flag
+
+    assert launcher(*sweep_argv(bucket, "--workers", "2"))[0] == 0
+    assert len(cluster.live()) == 10
+    code, _, stderr = launcher(*sweep_argv(bucket, "--workers", "3"))
+    assert code == 2 and "Job flowers-lr-0-1 already exists" in stderr, stderr
+
+    api = Cluster(namespace=NAMESPACE)
+    batch = api._client.BatchV1Api(api.api)
+    for job_name in ("flowers-lr-0-1", "flowers-lr-0-01"):
+        batch.patch_namespaced_job_status(
+            job_name, NAMESPACE, {"status": {"active": 2}}, _preload_content=False
+        )
+    running = {"phase": "Running"}
+    unschedulable = {"phase": "Pending", "conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}  # fmt: skip
+    _indexed_pod(api, "flowers-lr-0-1", 0.1, 0, "flowers-lr-0-1-0-aaaaa", running)
+    _indexed_pod(api, "flowers-lr-0-1", 0.1, 1, "flowers-lr-0-1-1-bbbbb", running)
+    _indexed_pod(api, "flowers-lr-0-01", 0.01, 0, "flowers-lr-0-01-0-ccccc", running)
+    _indexed_pod(api, "flowers-lr-0-01", 0.01, 1, "flowers-lr-0-01-1-ddddd", unschedulable)
+    code, stdout, stderr = launcher(
+        "status", "--sweep", f"{bucket}/sweeps/flowers", "--backend", "kubernetes"
+    )
+    assert code == 0, stderr
+    header, *lines = stdout.splitlines()
+    assert header.split()[:4] == ["run", "lr", "state", "workers"]
+    rows = {line.split()[0]: line for line in lines}
+    assert "running  2/2 workers running" in rows["lr-0.1"]
+    assert "running  1/2 workers running (0 running, 1 pending)" in rows["lr-0.01"]
+    assert "0/2 workers running (0 no pod, 1 no pod)" in rows["lr-0.001"]
+
+    code, stdout, stderr = launcher("delete", "--sweep", "flowers")
+    assert code == 0, stderr
+    assert "deleted 10 object(s)" in stdout
+    assert {k for k in cluster.live() if k[0] != "pods"} == set()
+
+
+def test_workers_states() -> None:
+    def job(**status: object) -> dict:
+        return {"spec": {"completionMode": "Indexed", "completions": 3}, "status": status}
+
+    def pod(index: int, phase: str, **meta: object) -> dict:
+        labels = {"batch.kubernetes.io/job-completion-index": str(index)}
+        return {"metadata": {"labels": labels, **meta}, "status": {"phase": phase}}
+
+    assert status.workers_state({"spec": {}, "status": {}}, [pod(0, "Running")]) == ""
+    single = {"spec": {"completionMode": "Indexed", "completions": 1}, "status": {}}
+    assert status.workers_state(single, []) == ""
+    pods = [pod(0, "Running"), pod(1, "Running"), pod(2, "Running")]
+    assert status.workers_state(job(active=3), pods) == "3/3 workers running"
+    # The newest pod of each index counts (oldest first): index 1 failed, its replacement waits.
+    pods = [pod(0, "Running"), pod(1, "Failed"), pod(2, "Running", deletionTimestamp="x"),
+            pod(1, "Pending")]  # fmt: skip
+    assert status.workers_state(job(active=3, failed=1), pods) == (
+        "1/3 workers running (0 running, 1 pending, 2 terminating)"
+    )
+    by_annotation = {"metadata": {"annotations": {"batch.kubernetes.io/job-completion-index": "2"}},
+                     "status": {"phase": "Running"}}  # fmt: skip
+    assert status.workers_state(job(), [by_annotation]) == (
+        "1/3 workers running (0 no pod, 1 no pod, 2 running)"
+    )
+    done = job(conditions=[{"type": "SuccessCriteriaMet", "status": "True"}])
+    assert status.workers_state(done, pods) == ""
+    assert status.job_state(done, pods) == "succeeded"

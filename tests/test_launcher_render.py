@@ -261,3 +261,169 @@ def test_rbac_grants_what_the_launcher_uses_and_no_more(capsys, values_file) -> 
         assert {"get", "list", "create", "delete"} <= granted[(group, plural)], obj["kind"]
     for resource in ("pods", "pods/log", "events"):
         assert {"get", "list"} <= granted[("", resource)]
+
+
+# ---------------------------------------------------------------- several workers per run
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_several_workers_are_schema_valid(capsys, values_file, version) -> None:  # noqa: ANN001
+    for extra in (["--workers", "2"], ["-f", values_file, "--gpus", "0", "--workers", "256"]):
+        objs = render(capsys, *extra)
+        assert len(kinds(objs, "Service")) == 4  # TensorBoard, one headless per run
+        for obj in objs:
+            if obj["kind"] != "PodMonitor":
+                kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_several_workers_objects(capsys) -> None:  # noqa: ANN001
+    """Each run: its headless Service right before its Indexed Job (apply order), worker i at
+    <job>-<i>.<job>:2222, the failure rules of a single trainer, retries per worker."""
+    objs = render(capsys, "--workers", "3", "--steps", "100")
+    assert [o["kind"] for o in objs] == [
+        "ServiceAccount", "Service", "Deployment", "Deployment",
+        "Service", "Job", "Service", "Job", "Service", "Job",
+    ]  # fmt: skip
+    single = kinds(render(capsys, "--steps", "100"), "Job")[1]
+    job = kinds(objs, "Job")[1]
+    name = job["metadata"]["name"]
+    service = objs[objs.index(job) - 1]
+    assert service["metadata"]["name"] == name == "flowers-lr-lr-0-01"
+    assert service["metadata"]["labels"] == job["metadata"]["labels"]
+    assert service["spec"] == {
+        "clusterIP": "None",
+        "publishNotReadyAddresses": True,
+        "selector": {
+            "app.kubernetes.io/name": "inception-finetune",
+            "app.kubernetes.io/instance": "flowers-lr",
+            "app.kubernetes.io/component": "trainer",
+            "inception-finetune/run": "lr-0.01",
+        },
+        "ports": [
+            {"name": "collective", "port": 2222, "targetPort": "collective", "protocol": "TCP"}
+        ],
+    }
+    spec = job["spec"]
+    assert {k: spec[k] for k in ("completionMode", "completions", "parallelism")} == {
+        "completionMode": "Indexed", "completions": 3, "parallelism": 3,
+    }  # fmt: skip
+    assert (spec["backoffLimit"], spec["backoffLimitPerIndex"], spec["maxFailedIndexes"]) == (
+        9,
+        3,
+        0,
+    )
+    assert spec["successPolicy"] == {"rules": [{"succeededIndexes": "0"}]}
+    assert spec["podFailurePolicy"] == single["spec"]["podFailurePolicy"]
+    assert spec["podReplacementPolicy"] == "Failed"
+    pod = spec["template"]["spec"]
+    assert pod["subdomain"] == name
+    trainer = pod["containers"][0]
+    assert trainer["args"][10:] == [
+        "--workers", "3", "--worker-hosts", f"{name}-{{index}}.{name}:2222", "--steps", "100",
+    ]  # fmt: skip
+    assert trainer["resources"]["limits"]["nvidia.com/gpu"] == 1  # per worker pod
+    assert trainer["ports"][1] == {"name": "collective", "containerPort": 2222, "protocol": "TCP"}
+    # The rest of the pod is a single trainer's.
+    plain = single["spec"]["template"]["spec"]
+    assert {k: v for k, v in pod.items() if k not in ("subdomain", "containers")} == {
+        k: v for k, v in plain.items() if k != "containers"
+    }
+    assert pod["initContainers"] == plain["initContainers"]  # record-sweep: no worker flags
+
+
+def test_worker_flags_are_what_the_trainer_reads(capsys) -> None:  # noqa: ANN001
+    """The rendered trainer arguments, parsed by the trainer's own parser in the pod of each
+    index (Kubernetes sets JOB_COMPLETION_INDEX): N workers, their addresses, this one's index."""
+    config = pytest.importorskip("trainer.config")
+    job = kinds(render(capsys, "--workers", "2"), "Job")[0]
+    name = job["metadata"]["name"]
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    for index in range(2):
+        parsed, _ = config.parse_args(args, {"JOB_COMPLETION_INDEX": str(index)})
+        assert (parsed.workers, parsed.worker_index) == (2, index)
+        assert parsed.worker_addresses() == [f"{name}-0.{name}:2222", f"{name}-1.{name}:2222"]
+        assert parsed.tf_config() == {
+            "cluster": {"worker": parsed.worker_addresses()},
+            "task": {"type": "worker", "index": index},
+        }
+
+
+# The trainer's several-workers flags (trainer/config.py): each bad combination is one sentence.
+BAD_WORKER_FLAGS = [
+    (["--workers", "0"], {}, "from 1 to 256"),
+    (["--workers", "257"], {}, "from 1 to 256"),
+    (["--workers", "two"], {}, "expected a whole number"),
+    (["--workers", "2"], {}, "--workers 2 needs --worker-hosts"),
+    (["--worker-hosts", "a:1,b:2"], {}, "only applies with --workers 2 or more"),
+    (["--worker-index", "1"], {}, "--worker-index 1 needs --workers 2 or more"),
+    (["--workers", "3", "--worker-hosts", "a:1,b:2"], {}, "has 2 address(es) for --workers 3"),
+    (["--workers", "2", "--worker-hosts", "a:1"], {}, "has 1 address(es) for --workers 2"),
+    (["--workers", "2", "--worker-hosts", "a:1,b:99999"], {}, "'b:99999' is not host:port"),
+    (["--workers", "2", "--worker-hosts", "a,b:2"], {}, "'a' is not host:port"),
+    (["--workers", "2", "--worker-hosts", "a:1,a:1"], {}, "names a:1 twice"),
+    (["--workers", "2", "--worker-hosts", "w-{index}:1,x:2"], {}, "mixes a list with {index}"),
+    (["--workers", "2", "--worker-hosts", "w-{index}-{index}:1"], {}, "{index} once"),
+    (["--workers", "2", "--worker-hosts", "a:1,b:2", "--worker-index", "2"], {},
+     "--worker-index 2 is not a worker of --workers 2 (0 to 1)"),
+    (["--workers", "2", "--worker-hosts", "w-{index}:1"], {"JOB_COMPLETION_INDEX": "2"},
+     "JOB_COMPLETION_INDEX=2 (this pod's index) is not a worker of --workers 2"),
+    (["--workers", "2", "--worker-hosts", "w-{index}:1"], {"JOB_COMPLETION_INDEX": "x"},
+     "is not a whole number"),
+    (["--workers", "2", "--worker-hosts", "w-{index}:1"], {"TF_CONFIG": "{}"},
+     "TF_CONFIG is set in the environment and --workers 2 and --worker-hosts given"),
+    (["--worker-index", "0"], {"TF_CONFIG": "{}"}, "TF_CONFIG is set"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("flags", "env", "message"), BAD_WORKER_FLAGS)
+def test_trainer_refuses_bad_worker_flags_in_one_sentence(capsys, flags, env, message) -> None:  # noqa: ANN001
+    config = pytest.importorskip("trainer.config")
+    with pytest.raises(SystemExit) as exc:
+        config.parse_args(["--data", "d", "--run-dir", "r", *flags], env)
+    assert exc.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_trainer_worker_flags_that_hold() -> None:
+    config = pytest.importorskip("trainer.config")
+    base = ["--data", "d", "--run-dir", "r"]
+    one, _ = config.parse_args(base, {"JOB_COMPLETION_INDEX": "7"})  # one worker: not read
+    assert (one.workers, one.worker_index, one.worker_addresses(), one.tf_config()) == (
+        1, 0, [], None,
+    )  # fmt: skip
+    listed, given = config.parse_args(
+        [*base, "--workers", "2", "--worker-hosts", "127.0.0.1:5001, [::1]:5002",
+         "--worker-index", "1"], {"JOB_COMPLETION_INDEX": "0"},
+    )  # fmt: skip
+    assert listed.worker_addresses() == ["127.0.0.1:5001", "[::1]:5002"]
+    assert listed.worker_index == 1 and {"workers", "worker_hosts", "worker_index"} <= given
+    alone, _ = config.parse_args(
+        base, {"TF_CONFIG": '{"cluster": {}}', "JOB_COMPLETION_INDEX": "3"}
+    )
+    assert (alone.workers, alone.worker_index) == (1, 0)  # the trainer reads TF_CONFIG itself
+    hparams = set(config.hparam_names())
+    assert not hparams & {"workers", "worker_hosts", "worker_index"}  # not hyperparameters
+
+
+def test_bad_worker_counts_create_nothing(capsys, tmp_path) -> None:  # noqa: ANN001
+    """--workers and trainer.workers out of bounds, and a worker hostname that cannot be a pod's:
+    one sentence each, before anything is rendered."""
+    values = tmp_path / "v.yaml"
+    cases = [
+        (["--workers", "0"], "from 1 to 256"),
+        (["--workers", "1.5"], "expected a whole number"),
+        (["--name", "a" * 40, "--lrs", "1.234567891234e-05", "--workers", "2"],
+         "with 2 workers, the hostname of the last one, "
+         "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-lr-1-234567891234e-05-1', would be 64"),
+        (["-f", str(values)], "settings: trainer.workers must be a whole number from 1 to 256"),
+    ]  # fmt: skip
+    values.write_text(yaml.safe_dump({"trainer": {"workers": 300}}))
+    for extra, message in cases:
+        try:
+            code = run_main(main, [*BASE, "--lrs", "0.1", *extra])
+        except SystemExit as exc:  # argparse's one-line errors
+            code = exc.code
+        out, err = capsys.readouterr()
+        assert code == 2
+        assert out == "" and err.count("\n") == 1 and message in err, err

@@ -32,6 +32,10 @@ Decisions, and why
 - --dry-run renders from the arguments only: it contacts neither the bucket nor the cluster.
 - The local backend runs every candidate of sweep.json that is not complete, --parallel at a
   time, plus one evaluator; Ctrl-C stops them the way an eviction would (launcher.local).
+- --workers N (values trainer.workers) trains each run with N workers together: on a cluster
+  an Indexed Job of N pods behind a headless Service of the Job's name, retries per worker
+  (launcher.objects says why); locally N processes on free 127.0.0.1 ports. The count is not
+  in sweep.json (it is not a trainer flag of the sweep, and a refine may use another).
 - Kubernetes objects need 1.31 or newer (Job podFailurePolicy GA); they are validated with
   kubernetes-validate --strict for 1.31 and 1.37.
 """

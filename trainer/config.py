@@ -343,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--workers",
         type=_workers,
+        metavar="N",
         help="worker processes that train this run together, each with its own GPUs; the "
         f"global --batch-size is split over all of them (default 1, at most {MAX_WORKERS})",
     )
@@ -356,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--worker-index",
         type=_non_negative_int,
+        metavar="I",
         help=f"this process's worker, 0 to N-1; 0 is the chief, the only one that writes the "
         f"run dir (default: ${JOB_COMPLETION_INDEX}, which Kubernetes sets in Indexed Jobs, "
         f"else 0). With ${TF_CONFIG} set, the workers come from it instead",

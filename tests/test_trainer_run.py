@@ -123,7 +123,10 @@ def test_validation_accuracy_clearly_beats_chance(run: Run) -> None:
         correct += int((predicted == labels.numpy()).sum())
         total += len(labels)
     assert total == ds_manifest.count("validation")
-    assert correct / total >= 0.8  # chance is 1/3
+    # Chance is 1/3: 15 or more of 24 right by chance has a probability of about 0.001. The
+    # accuracy itself varies from run to run (0.67 to 1.0 seen): a random backbone's features
+    # are tiny and tf.data's order is not deterministic.
+    assert correct / total >= 0.6
 
 
 def test_run_dir_holds_hparams_checkpoints_marker_and_export(run: Run) -> None:
@@ -176,7 +179,8 @@ def test_export_classifies_encoded_jpegs(run: Run) -> None:
     tf.train.Checkpoint(model=net).read(
         tf.train.latest_checkpoint(run.path("checkpoints"))
     ).expect_partial()
-    images = tf.stack([data.preprocess_for_eval(jpeg, hparams["image_size"]) for _, jpeg in samples])
+    size = hparams["image_size"]
+    images = tf.stack([data.preprocess_for_eval(jpeg, size) for _, jpeg in samples])
     expected = tf.nn.softmax(net(images, training=False)).numpy()
     np.testing.assert_allclose(probabilities, expected, atol=1e-4)
 

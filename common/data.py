@@ -133,25 +133,34 @@ def train_dataset(
     split: str = records.TRAIN,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     seed: int | None = None,
+    shard: tuple[int, int] = (1, 0),
 ) -> tf.data.Dataset:
     """Endless, shuffled batches of random crops: (uint8 [B, S, S, 3], int32 [B]).
 
     Feed the images through `augment_batch` (in the training step) before the model. The data
     repeats before batching, so a batch larger than the dataset still fills up.
+    shard (n, i): keep the records i, i + n, i + 2n, ... of every shard file, the share of
+    worker i of n; each example is then read by one worker per epoch whatever the file order.
     """
     files = manifest.shard_uris(data_uri, split)
     if not files:
         raise ValueError(f"the dataset has no {split} shards")
     ds = tf.data.Dataset.from_tensor_slices(files)
     ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+    count, index = shard
+
+    def records_of(path: tf.Tensor) -> tf.data.Dataset:
+        records = tf.data.TFRecordDataset(path)
+        return records.shard(count, index) if count > 1 else records
+
     ds = ds.interleave(
-        tf.data.TFRecordDataset,
+        records_of,
         cycle_length=min(len(files), 16),
         block_length=1,
         num_parallel_calls=AUTOTUNE,
         deterministic=False,
     )
-    ds = ds.shuffle(max(1, min(shuffle_buffer, manifest.count(split))), seed=seed)
+    ds = ds.shuffle(max(1, min(shuffle_buffer, manifest.count(split) // count)), seed=seed)
     offset = manifest.label_offset
 
     def load(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -13,6 +13,7 @@ from trainer.metrics import TrainMetrics
 from trainer.prepare import Plan, prepare
 from trainer.signals import StopRequest
 from trainer.stopping import from_request, save_complete
+from trainer.workers import Cluster, cluster_of
 
 log = logging.getLogger("trainer")
 
@@ -21,9 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     config, given = parse_args(argv)
     setup_logging(config.verbose)
+    cluster = cluster_of(config)
     plan = prepare(config, given)
     if _report_complete(plan):
         return 0
+    if not cluster.chief:  # writes nothing, so holds no lease: the chief does
+        return _train(plan, None, cluster)
     # One writer per run dir: a second trainer waits for a dead holder's lease to expire,
     # or is refused naming the live one.
     lease = Lease(plan.run.lease_uri, role="trainer", ttl_s=config.lease_seconds)
@@ -32,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             plan = prepare(config, given)
             if _report_complete(plan):
                 return 0
-        return _train(plan, lease)
+        return _train(plan, lease, cluster)
     finally:
         lease.release()
 
@@ -49,15 +53,16 @@ def _report_complete(plan: Plan) -> bool:
     return bool(plan.already_complete)
 
 
-def _train(plan: Plan, lease: Lease) -> int:
+def _train(plan: Plan, lease: Lease | None, cluster: Cluster) -> int:
     config = plan.config
     request = plan.run.stop_request()
     if request is not None:  # stopped while no trainer ran: no model to build for that
-        lease.check()
-        save_complete(plan.run, plan.resume_step or 0, from_request(request), None)
+        if lease is not None:
+            lease.check()
+            save_complete(plan.run, plan.resume_step or 0, from_request(request), None)
         return 0
     metrics = TrainMetrics(plan.run_name)
-    if config.metrics_port:
+    if config.metrics_port and cluster.chief:  # the others' counts would be counted twice
         metrics.serve(config.metrics_port)
         log.info("serving Prometheus metrics on port %d", config.metrics_port)
     # From here on a stop request is honoured by saving first.
@@ -65,9 +70,13 @@ def _train(plan: Plan, lease: Lease) -> int:
 
     from trainer.loop import train  # TensorFlow starts here, after every check passed
 
-    result = train.run(plan, metrics, stop, lease=lease)
+    result = train.run(plan, metrics, stop, lease=lease, cluster=cluster)
     # Stopped early is finished too: exit 0, so that a Job succeeds and frees its GPU.
-    return 0 if result.complete or result.stopped is not None else stop.exit_code
+    if result.complete or result.stopped is not None:
+        return 0
+    # Not finished: this process was told to stop, or (several workers) another one was; all
+    # of them exit as a stopped pod does, so that the Job restarts the group.
+    return stop.exit_code if stop.requested else config.exit_code_on_stop
 
 
 if __name__ == "__main__":

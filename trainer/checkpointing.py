@@ -3,11 +3,17 @@
 Layout (a contract with the evaluator): `run-dir/checkpoints/ckpt-<step>.index|.data-*` and
 the `checkpoint` state file, written by tf.train.CheckpointManager from
 `tf.train.Checkpoint(model=..., optimizer=..., step=...)`.
+
+With several workers every one of them saves at the same steps (reading some distributed
+variables is a collective), but only the chief into the run dir: the others save into a
+private temporary folder and delete it, TensorFlow's documented multi-worker pattern.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -31,10 +37,12 @@ class Checkpointer:
         every_minutes: float,
         metrics: TrainMetrics,
         before_save: Callable[[], None] = lambda: None,
+        chief: bool = True,
     ) -> None:
         self.directory = directory
         self.before_save = before_save  # raises when this process may no longer write here
         self.checkpoint = checkpoint
+        self.chief = chief
         self.manager = tf.train.CheckpointManager(
             checkpoint, directory, max_to_keep=keep, checkpoint_name=CHECKPOINT_NAME
         )
@@ -50,7 +58,8 @@ class Checkpointer:
         A damaged newest checkpoint (a disk or copy error, a killed upload) falls back to the
         one before, said out loud: failing would make a restarted pod fail forever.
         """
-        self._remove_killed_saves()
+        if self.chief:
+            self._remove_killed_saves()
         paths = list(reversed(self.manager.checkpoints))
         if not paths:
             return None
@@ -84,18 +93,37 @@ class Checkpointer:
                 log.info("removed %s, left by a save that was stopped", path)
 
     def due(self, step: int) -> bool:
-        return step % self.every_steps == 0 or (
-            time.monotonic() - self.saved_at >= self.every_seconds
-        )
+        return self.step_due(step) or self.time_due()
+
+    def step_due(self, step: int) -> bool:
+        return step % self.every_steps == 0
+
+    def time_due(self) -> bool:
+        """By this process's clock: with several workers, only as one vote (StepSync)."""
+        return time.monotonic() - self.saved_at >= self.every_seconds
 
     def save(self, step: int) -> None:
         if step == self.saved_step:
             return
-        self.before_save()
         start = time.perf_counter()
-        path = self.manager.save(checkpoint_number=step)
+        if self.chief:
+            self.before_save()
+            path = self.manager.save(checkpoint_number=step)
+        else:
+            self._save_and_discard(step)
         seconds = time.perf_counter() - start
         self.saved_step, self.saved_at = step, time.monotonic()
         self.metrics.checkpoint_save.observe(seconds)
         self.metrics.last_checkpoint_step.set(step)
-        log.info("saved checkpoint %s (%.2f s)", path, seconds)
+        if self.chief:
+            log.info("saved checkpoint %s (%.2f s)", path, seconds)
+        else:
+            log.info("checkpoint at step %d: the chief keeps it (%.2f s)", step, seconds)
+
+    def _save_and_discard(self, step: int) -> None:
+        """A non-chief worker's part in a save: the same collectives, nothing kept."""
+        private = tempfile.mkdtemp(prefix="inception-finetune-worker-ckpt-")
+        try:
+            self.checkpoint.write(f"{private}/{CHECKPOINT_NAME}-{step}")
+        finally:
+            shutil.rmtree(private, ignore_errors=True)

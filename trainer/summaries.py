@@ -20,8 +20,13 @@ MAX_IMAGES = 3
 
 
 class TrainSummaries:
-    def __init__(self, run_dir: str) -> None:
-        self.writer = tf.summary.create_file_writer(layout.RunDir(run_dir).train_dir)
+    def __init__(self, run_dir: str, *, write: bool = True) -> None:
+        """write=False (a worker other than the chief): the same calls, nothing written."""
+        self.writer = (
+            tf.summary.create_file_writer(layout.RunDir(run_dir).train_dir)
+            if write
+            else tf.summary.create_noop_writer()
+        )
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         with self.writer.as_default(step=step):

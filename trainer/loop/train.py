@@ -16,6 +16,7 @@ from common.export import export_model
 from common.lease import Lease
 from common.model import backbone_of, build_classifier, head_of
 from trainer.checkpointing import Checkpointer
+from trainer.loop.multiworker import StepSync, check_batch_split, distributed_batches, make_strategy
 from trainer.loop.optimization import make_optimizer, make_schedule
 from trainer.loop.step import make_penalty, make_train_step
 from trainer.metrics import TrainMetrics
@@ -23,6 +24,7 @@ from trainer.prepare import Plan
 from trainer.signals import StopRequest
 from trainer.stopping import StopFile, diverged, from_request, save_complete
 from trainer.summaries import TrainSummaries, write_hparams
+from trainer.workers import ALONE, Cluster
 
 log = logging.getLogger("trainer")
 
@@ -38,10 +40,12 @@ class Result:
 
 
 def _devices(
-    precision: str, strategy: tf.distribute.Strategy | None
+    precision: str, strategy: tf.distribute.Strategy | None, cluster: Cluster
 ) -> tuple[tf.distribute.Strategy, bool, str]:
-    """Every visible GPU through MirroredStrategy (unless given one); mixed precision on GPUs
-    unless told otherwise."""
+    """Every visible GPU through MirroredStrategy (unless given one), or every GPU of every
+    worker through MultiWorkerMirroredStrategy; mixed precision on GPUs unless told otherwise."""
+    if strategy is None and cluster.several:
+        strategy = make_strategy(cluster)  # before anything else starts TensorFlow's runtime
     gpus = tf.config.list_physical_devices("GPU")
     mixed = precision == "mixed" or (precision == "auto" and bool(gpus))
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
@@ -50,6 +54,7 @@ def _devices(
     replicas = strategy.num_replicas_in_sync
     where = f"{len(gpus)} GPU(s)" if gpus else "CPU"
     where += f", {replicas} replicas" if replicas > 1 else ""
+    where += f" ({cluster.describe()})" if cluster.several else ""
     return strategy, mixed, f"{'mixed float16' if mixed else 'float32'} on {where}"
 
 
@@ -78,6 +83,7 @@ def run(
     stop: StopRequest,
     strategy: tf.distribute.Strategy | None = None,
     lease: Lease | None = None,
+    cluster: Cluster = ALONE,
 ) -> Result:
     """Train the plan to its last step (or to a stop request); export and mark it complete.
 
@@ -86,10 +92,16 @@ def run(
 
     strategy: by default MirroredStrategy over every visible GPU, or the CPU's default one.
     lease: the run dir's writer lease, checked before every checkpoint and the export.
+    cluster: this process's place among the run's workers; only the chief writes.
     """
     check_lease = lease.check if lease is not None else (lambda: None)
     config = plan.config
-    strategy, mixed, where = _devices(config.precision, strategy)
+    strategy, mixed, where = _devices(config.precision, strategy, cluster)
+    if cluster.several:
+        # TensorFlow's coordination service installs its own SIGTERM handler (a preemption
+        # notice nobody here reads): ours again, so that the stop is seen at the next step.
+        stop.install()
+        check_batch_split(strategy, config.batch_size, cluster.count)
     keras.utils.set_random_seed(config.seed + (plan.resume_step or 0))
     with strategy.scope():
         trainee = _build(plan, mixed)
@@ -102,17 +114,21 @@ def run(
         every_minutes=config.checkpoint_minutes,
         metrics=metrics,
         before_save=check_lease,
+        chief=cluster.chief,
     )
     start = checkpointer.restore_latest() or 0
     if start:
         log.info("resumed from checkpoint at step %d of %d", start, plan.total_steps)
-    plan.run.save_hparams(plan.hparams)
-    if plan.hparams_changed:
-        write_hparams(config.run_dir, plan.run_name, plan.hparams)
+    if cluster.chief:
+        plan.run.save_hparams(plan.hparams)
+        if plan.hparams_changed:
+            write_hparams(config.run_dir, plan.run_name, plan.hparams)
     metrics.global_step.set(start)
     metrics.target_steps.set(plan.total_steps)
 
-    def input_batches(batch_size: int, shuffle_buffer: int) -> tf.data.Dataset:
+    def input_batches(
+        batch_size: int, shuffle_buffer: int, shard: tuple[int, int] = (1, 0)
+    ) -> tf.data.Dataset:
         return data.train_dataset(
             config.data,
             plan.manifest,
@@ -120,24 +136,38 @@ def run(
             batch_size,
             shuffle_buffer=shuffle_buffer,
             seed=config.seed + start,
+            shard=shard,
         )
 
-    batches = input_batches(config.batch_size, config.shuffle_buffer)
-    iterator = iter(strategy.experimental_distribute_dataset(batches))
-    summaries = TrainSummaries(config.run_dir)
-    summaries.images(start, data.augment_batch(next(iter(input_batches(3, 1)))[0]))
-    log.info(
+    if cluster.several:
+        batches = distributed_batches(
+            strategy,
+            config.batch_size,
+            lambda batch, shard: input_batches(batch, config.shuffle_buffer, shard),
+        )
+    else:
+        batches = strategy.experimental_distribute_dataset(
+            input_batches(config.batch_size, config.shuffle_buffer)
+        )
+    iterator = iter(batches)
+    summaries = TrainSummaries(config.run_dir, write=cluster.chief)
+    if cluster.chief:
+        summaries.images(start, data.augment_batch(next(iter(input_batches(3, 1)))[0]))
+    (log.info if cluster.chief else log.debug)(
         "training %s: %d classes, %d examples, batch %d (%.1f steps/epoch), step %d -> %d, "
         "%s lr %g, fine-tune %s, weights %s, %s%s",
         plan.run_name, plan.manifest.num_classes, plan.manifest.count("train"),
         config.batch_size, plan.steps_per_epoch, start, plan.total_steps, config.optimizer,
         config.lr, config.fine_tune, config.weights, where, ", XLA" if config.xla else "",
     )  # fmt: skip
+    if not cluster.chief:
+        log.info("training %s as %s: the chief logs and writes", plan.run_name, cluster.describe())
     phases = _phases(plan, trainee, strategy)
     stop_file = StopFile(plan.run).start()
+    sync = StepSync(strategy, cluster.several)
     try:
         result = _loop(plan, start, phases, iterator, trainee.schedule, checkpointer, summaries,
-                       metrics, stop, stop_file)  # fmt: skip
+                       metrics, stop, stop_file, sync, cluster.chief)  # fmt: skip
     except tf.errors.DataLossError as exc:
         # A damaged shard fails the same way on every restart: a user error, named.
         raise data.damaged_shard_error(config.data, plan.manifest, "train", exc) from exc
@@ -150,6 +180,10 @@ def run(
     finally:
         stop_file.close()
     summaries.close()
+    if not cluster.chief:
+        if result.complete or result.stopped is not None:
+            log.info("run ended at step %d: the chief marks it", result.final_step)
+        return result
     if result.stopped is not None:
         check_lease()
         save_complete(plan.run, result.final_step, result.stopped, result.examples_per_sec)
@@ -234,6 +268,8 @@ def _loop(
     metrics: TrainMetrics,
     stop: StopRequest,
     stop_file: StopFile,
+    sync: StepSync,
+    chief: bool = True,
 ) -> Result:
     config = plan.config
     batch = config.batch_size
@@ -242,7 +278,11 @@ def _loop(
     steady_start: tuple[float, int] | None = None  # (time, step) at the end of the 1st interval
     last = time.perf_counter()
     stopped: dict | None = None  # set by a stop.json or a NaN loss: the loop ends
-    while current < plan.total_steps and not stop.requested and stopped is None:
+    # A stop asked of this process (or, with several workers, of any of them): with several,
+    # only the agreed answer of StepSync may end the loop, at the same step on every worker.
+    halt = stop.requested and not sync.several
+    say = log.info if chief else log.debug
+    while current < plan.total_steps and not halt and stopped is None:
         phase = next(p for p in phases if current < p.until)
         if current == phases[0].until and len(phases) > 1:
             log.info("head warm-up done at step %d: training the whole network", current)
@@ -260,7 +300,7 @@ def _loop(
                 break  # never checkpoint a model that is no longer numbers
             seconds = (now - interval_start) / (current - interval_step)
             lr = float(schedule(current - 1))
-            log.info(
+            say(
                 "step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch), lr = %.6g",
                 current, loss_value, batch / seconds, seconds, lr,
             )  # fmt: skip
@@ -274,15 +314,18 @@ def _loop(
             if steady_start is None:
                 steady_start = (now, current)
             interval_start, interval_step = now, current
-        if checkpointer.due(current):
+        halt, time_due = sync(stop.requested or stop_file.request is not None,
+                              checkpointer.time_due())  # fmt: skip
+        if checkpointer.step_due(current) or time_due:
             if (stopped := diverged(float(loss), current)) is not None:
                 break
             checkpointer.save(current)
             summaries.flush()
             last = time.perf_counter()
             stop_file.check_now()  # at every checkpoint, whatever the thread's timing
-        if stop_file.request is not None and current < plan.total_steps:
-            stopped = from_request(stop_file.request)
+            halt = halt or (stop_file.request is not None and not sync.several)
+        if halt and stop_file.check_now() is not None and current < plan.total_steps:
+            stopped = from_request(stop_file.request)  # stop.json (seen here or by a peer)
 
     loop_end = time.perf_counter()
     if stopped is not None and stopped.get("rule") == "nan":
@@ -299,6 +342,9 @@ def _loop(
             "stopped at step %d of %d (%s); the same command resumes from here",
             current, plan.total_steps, stop.signal.name,
         )  # fmt: skip
+    elif stopped is None and halt and current < plan.total_steps:
+        log.info("stopped at step %d of %d: another worker of this run was told to stop",
+                 current, plan.total_steps)  # fmt: skip
     rate = None
     if steady_start is not None and current > steady_start[1]:
         rate = (current - steady_start[1]) * batch / (loop_end - steady_start[0])

@@ -13,7 +13,7 @@ from trainer.metrics import TrainMetrics
 from trainer.prepare import Plan, prepare
 from trainer.signals import StopRequest
 from trainer.stopping import from_request, save_complete
-from trainer.workers import Cluster, cluster_of
+from trainer.workers import Cluster, WorkerLost, cluster_of
 
 log = logging.getLogger("trainer")
 
@@ -70,7 +70,11 @@ def _train(plan: Plan, lease: Lease | None, cluster: Cluster) -> int:
 
     from trainer.loop import train  # TensorFlow starts here, after every check passed
 
-    result = train.run(plan, metrics, stop, lease=lease, cluster=cluster)
+    try:
+        result = train.run(plan, metrics, stop, lease=lease, cluster=cluster)
+    except WorkerLost as exc:
+        log.error("error: %s", exc)
+        return 1
     # Stopped early is finished too: exit 0, so that a Job succeeds and frees its GPU.
     if result.complete or result.stopped is not None:
         return 0

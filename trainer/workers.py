@@ -39,6 +39,11 @@ class Cluster:
 ALONE = Cluster(count=1, index=0, chief=True, tf_config=None)
 
 
+class WorkerLost(RuntimeError):
+    """Another worker of the run died or stopped answering: this one must exit too (code 1,
+    a crash worth a retry), so that the Job restarts the whole group from the last checkpoint."""
+
+
 def cluster_of(config: TrainConfig, env: Mapping[str, str] | None = None) -> Cluster:
     """The cluster from the worker flags (already checked), else from TF_CONFIG, else alone."""
     env = os.environ if env is None else env

@@ -14,18 +14,38 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 
 import tensorflow as tf
 
-from common.cli import UserError
-from trainer.workers import Cluster
+from common.cli import UserError, first_line
+from trainer.workers import Cluster, WorkerLost
 
 # A collective that waits longer than this on a peer fails, so that a worker that died
 # without a word (a lost node) ends the others instead of hanging them: the Job then restarts
 # the group from the last checkpoint. Generous: the first step waits for every worker to
 # build and trace the model, minutes on a busy node.
 COLLECTIVE_TIMEOUT_S = 600.0
+
+
+# What a collective raises when a peer's process is gone (connection reset), it stopped
+# answering (the timeout), or the coordination service gave up on it.
+PEER_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.AbortedError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.CancelledError,
+)
+
+
+def worker_lost(exc: tf.errors.OpError) -> WorkerLost:
+    # TensorFlow's first line is "Graph execution error:"; the cause comes later.
+    cause = re.search(r"(?:aborted by|Deadline Exceeded|timed out)[^\n]*", str(exc))
+    return WorkerLost(
+        f"lost another worker of this run ({cause[0] if cause else first_line(exc)}); exiting "
+        "so that the group restarts from the last checkpoint"
+    )
 
 
 def make_strategy(cluster: Cluster) -> tf.distribute.Strategy:

@@ -16,7 +16,14 @@ from common.export import export_model
 from common.lease import Lease
 from common.model import backbone_of, build_classifier, head_of
 from trainer.checkpointing import Checkpointer
-from trainer.loop.multiworker import StepSync, check_batch_split, distributed_batches, make_strategy
+from trainer.loop.multiworker import (
+    PEER_ERRORS,
+    StepSync,
+    check_batch_split,
+    distributed_batches,
+    make_strategy,
+    worker_lost,
+)
 from trainer.loop.optimization import make_optimizer, make_schedule
 from trainer.loop.step import make_penalty, make_train_step
 from trainer.metrics import TrainMetrics
@@ -171,6 +178,10 @@ def run(
     except tf.errors.DataLossError as exc:
         # A damaged shard fails the same way on every restart: a user error, named.
         raise data.damaged_shard_error(config.data, plan.manifest, "train", exc) from exc
+    except PEER_ERRORS as exc:
+        if not cluster.several:
+            raise
+        raise worker_lost(exc) from exc
     except tf.errors.ResourceExhaustedError as exc:
         raise UserError(
             f"out of memory with --batch-size {config.batch_size} at --image-size "

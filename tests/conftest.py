@@ -63,3 +63,14 @@ def bucket_root(request: pytest.FixtureRequest, tmp_path) -> str:  # noqa: ANN00
         return str(tmp_path)
     emulator: GcsEmulator = request.getfixturevalue("gcs")
     return emulator.make_bucket() + "/root"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (scripts/test.sh, --dist loadgroup): the tests that share a module
+    fixture (a trained run, an image build: a minute or more) run on one worker, so that it is
+    made once; every other test goes to whichever worker is free."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else []
+        if any(d.scope == "module" for group in defs for d in group):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -65,12 +65,29 @@ def bucket_root(request: pytest.FixtureRequest, tmp_path) -> str:  # noqa: ANN00
     return emulator.make_bucket() + "/root"
 
 
+# The slowest modules (each test starts TensorFlow trainers, a minute or two): started first,
+# so that the two workers do not end on one of them while the other idles.
+SLOW_MODULES = {
+    "tests.test_launcher_local", "tests.test_model", "tests.test_trainer_gcs",
+    "tests.test_trainer_lease", "tests.test_trainer_replicas", "tests.test_trainer_resume",
+    "tests.test_trainer_workers",
+}  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (scripts/test.sh, --dist loadgroup): the tests that share a module
     fixture (a trained run, an image build: a minute or more) run on one worker, so that it is
-    made once; every other test goes to whichever worker is free."""
+    made once; every other test goes to whichever worker is free. Those groups and the slowest
+    modules go first."""
+    first = []
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         defs = info.name2fixturedefs.values() if info is not None else []
         if any(d.scope == "module" for group in defs for d in group):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+            first.append(item)
+        elif item.module.__name__ in SLOW_MODULES:
+            first.append(item)
+    chosen = {id(item) for item in first}
+    items[:] = first + [item for item in items if id(item) not in chosen]

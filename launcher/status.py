@@ -8,7 +8,7 @@ run's checkpoints waiting to be scored and the age of the oldest). With --backen
 run's Job adds its state: queued (suspended by Kueue), pending and why (unschedulable, image
 pull), running, succeeded, or failed and why (the Job's condition, the last pod's exit code);
 for a run of several workers (an Indexed Job), a `workers` column says how many run and, while
-not all do, each worker's phase (`1/2 workers running (0 running, 1 pending)`).
+not all do, each worker's phase (`1/2 workers running (worker 0 running, 1 pending)`).
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def job_state(job: Obj, pods: list[Obj]) -> str:
 
 def workers_state(job: Obj, pods: list[Obj]) -> str:
     """A run of several workers (an Indexed Job with completions > 1) that has not finished:
-    `2/2 workers running`, or `1/2 workers running (0 running, 1 pending)` with each worker's
+    `2/2 workers running`, or `1/2 workers running (worker 0 running, 1 pending)` with each worker's
     newest pod's phase. Empty for a single worker or a finished Job. `pods`: oldest first."""
     spec, status = job.get("spec") or {}, job.get("status") or {}
     count = spec.get("completions") or 1
@@ -203,7 +203,7 @@ def workers_state(job: Obj, pods: list[Obj]) -> str:
     summary = f"{running}/{count} workers running"
     if running == count:
         return summary
-    return f"{summary} ({', '.join(f'{i} {p}' for i, p in enumerate(phases))})"
+    return f"{summary} (worker {', '.join(f'{i} {p}' for i, p in enumerate(phases))})"
 
 
 def _completion_index(pod: Obj) -> int | None:

@@ -363,8 +363,8 @@ def test_several_workers_create_rerun_status_delete(cluster: Emulator, bucket: s
     assert header.split()[:4] == ["run", "lr", "state", "workers"]
     rows = {line.split()[0]: line for line in lines}
     assert "running  2/2 workers running" in rows["lr-0.1"]
-    assert "running  1/2 workers running (0 running, 1 pending)" in rows["lr-0.01"]
-    assert "0/2 workers running (0 no pod, 1 no pod)" in rows["lr-0.001"]
+    assert "running  1/2 workers running (worker 0 running, 1 pending)" in rows["lr-0.01"]
+    assert "0/2 workers running (worker 0 no pod, 1 no pod)" in rows["lr-0.001"]
 
     code, stdout, stderr = launcher("delete", "--sweep", "flowers")
     assert code == 0, stderr
@@ -389,12 +389,12 @@ def test_workers_states() -> None:
     pods = [pod(0, "Running"), pod(1, "Failed"), pod(2, "Running", deletionTimestamp="x"),
             pod(1, "Pending")]  # fmt: skip
     assert status.workers_state(job(active=3, failed=1), pods) == (
-        "1/3 workers running (0 running, 1 pending, 2 terminating)"
+        "1/3 workers running (worker 0 running, 1 pending, 2 terminating)"
     )
     by_annotation = {"metadata": {"annotations": {"batch.kubernetes.io/job-completion-index": "2"}},
                      "status": {"phase": "Running"}}  # fmt: skip
     assert status.workers_state(job(), [by_annotation]) == (
-        "1/3 workers running (0 no pod, 1 no pod, 2 running)"
+        "1/3 workers running (worker 0 no pod, 1 no pod, 2 running)"
     )
     done = job(conditions=[{"type": "SuccessCriteriaMet", "status": "True"}])
     assert status.workers_state(done, pods) == ""

@@ -105,13 +105,28 @@ wheelhouse() {  # flavour -> a folder of the image's pinned wheels, downloaded b
   local flavour=$1 dir="$ROOT/wheels/$1" python=python3
   [ -x .venv/bin/python ] && python=.venv/bin/python
   mkdir -p "$dir"
+  exec 9>"$ROOT/wheels-$flavour.lock"
+  flock 9  # one download into this folder at a time
   "$python" scripts/image_requirements.py "$flavour" --requirements requirements.txt \
     --pyproject pyproject.toml >"$dir/requirements.txt"
-  # Binary wheels only (the image has no compiler); files already there are reused.
-  "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
-    --dest "$dir" -c requirements.txt -r "$dir/requirements.txt" >"$ROOT/wheels-$flavour.log" 2>&1 ||
-    { tail -n 20 "$ROOT/wheels-$flavour.log" >&2; fail "downloading the $flavour image's wheels failed (log: $ROOT/wheels-$flavour.log)."; }
-  echo "$dir"
+  # Binary wheels only (the image has no compiler); files already there are reused. A proxy in
+  # front of the index may refuse a request now and then (403 on CONNECT, seen on CI machines):
+  # pip's own retries take seconds, so whole attempts are repeated a minute apart.
+  local attempt
+  for attempt in 1 2 3 4; do
+    if "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+      --retries 10 --dest "$dir" -c requirements.txt -r "$dir/requirements.txt" \
+      >"$ROOT/wheels-$flavour.log" 2>&1; then
+      exec 9>&-
+      echo "$dir"
+      return
+    fi
+    [ "$attempt" = 4 ] && break
+    echo "scripts/images.sh: downloading the $flavour image's wheels failed (attempt $attempt of 4; $(grep -m1 -o 'Tunnel connection failed[^)]*\|No matching distribution[^)]*' "$ROOT/wheels-$flavour.log" || echo see the log)); again in 60 s" >&2
+    sleep 60
+  done
+  tail -n 20 "$ROOT/wheels-$flavour.log" >&2
+  fail "downloading the $flavour image's wheels failed 4 times (log: $ROOT/wheels-$flavour.log)."
 }
 
 build() {  # cpu|gpu

@@ -174,6 +174,11 @@ def test_watch_picks_up_late_runs_serves_metrics_and_exits_when_all_are_done(tmp
     try:
         early = os.path.join(sweep, "runs", "early")
         wait_for(lambda: len(results(early)) == 3, 180, "the early run's 3 checkpoints", proc)
+        # The result is stored first, then counted: the counter may lag the file for a moment.
+        wait_for(
+            lambda: scrape(port).get(("finetune_eval_checkpoints_total", "early")) == 3,
+            30, "the metrics of the 3rd checkpoint", proc,
+        )  # fmt: skip
         metrics = scrape(port)
         last = results(early)[-1]
         assert metrics[("finetune_eval_last_step", "early")] == 30

@@ -39,6 +39,10 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+# The environment as it was before any emulator changed it: this module is imported when the
+# tests are collected, before a fixture runs.
+_ENV_BEFORE = dict(os.environ)
+
 # The hosts TensorFlow's GCS filesystem talks to; the proxy only serves these.
 GOOGLE_HOSTS = ("www.googleapis.com", "storage.googleapis.com", "oauth2.googleapis.com")
 _LOOPBACK = "127.0.0.1,localhost,::1"
@@ -365,6 +369,20 @@ class GcsEmulator:
             "GCS_STAT_CACHE_MAX_AGE": "0",
         }
         return self
+
+    @staticmethod
+    def environment_without() -> dict[str, str]:
+        """os.environ with every variable an emulator sets back to its value from before (or
+        unset): for subprocesses that must reach the real internet (pip, image builds), which
+        the emulator's proxy refuses with 403."""
+        names = {
+            "STORAGE_EMULATOR_HOST", "https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY",
+            "no_proxy", "NO_PROXY", "CURL_CA_BUNDLE", "GOOGLE_AUTH_TOKEN_FOR_TESTING",
+            "NO_GCE_CHECK", "GCS_STAT_CACHE_MAX_AGE",
+        }  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if k not in names}
+        env.update({k: v for k, v in _ENV_BEFORE.items() if k in names})
+        return env
 
     def _start_server(self, timeout: float) -> None:
         assert self._dir is not None

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.gcs_emulator import GcsEmulator
+
 REPO = Path(__file__).resolve().parent.parent
 IMAGES_SH = REPO / "scripts" / "images.sh"
 DOCKERFILES = {"cpu": REPO / "Dockerfile.cpu", "gpu": REPO / "Dockerfile.gpu"}
@@ -64,6 +66,9 @@ def _tool(name: str) -> str | None:
 
 
 def _run(cmd: list[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:  # noqa: ANN003
+    # Never through the GCS emulator's proxy that another test on this worker may have set
+    # (it answers anything else with 403): builds fetch from the package index.
+    kwargs.setdefault("env", GcsEmulator.environment_without())
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
@@ -434,7 +439,7 @@ def test_in_cluster_proxy_forwards_google_hosts_to_the_emulator(tmp_path: Path) 
     """gcs_proxy.py as its pod runs it (the test suite's proxy, listening on all addresses)."""
     import http.client
 
-    from tests.gcs_emulator import GcsEmulator, make_certificates
+    from tests.gcs_emulator import make_certificates
 
     code = tmp_path / "code"
     code.mkdir()

@@ -98,3 +98,14 @@ class StepSync:
             return stop, checkpoint
         total = self._summed(tf.constant([int(stop), int(checkpoint)], tf.int32)).numpy()
         return bool(total[0]), bool(total[1])
+
+    def barrier(self) -> None:
+        """Wait for every worker here: the others wait for the chief's last writes (the export)
+        rather than leave while it works, which TensorFlow's coordination service reports as
+        crashed workers."""
+        if not self.several:
+            return
+        try:
+            self._summed(tf.constant([0, 0], tf.int32))
+        except PEER_ERRORS as exc:  # the chief failed in its last writes
+            raise worker_lost(exc) from exc

@@ -194,13 +194,13 @@ def run(
     if not cluster.chief:
         if result.complete or result.stopped is not None:
             log.info("run ended at step %d: the chief marks it", result.final_step)
-        return result
-    if result.stopped is not None:
+    elif result.stopped is not None:
         check_lease()
         save_complete(plan.run, result.final_step, result.stopped, result.examples_per_sec)
     elif result.complete:
         check_lease()
         _finish(plan, trainee.model if not mixed else _float32_copy(trainee.model, plan), result)
+    sync.barrier()
     return result
 
 

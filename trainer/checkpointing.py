@@ -92,9 +92,6 @@ class Checkpointer:
                 tf.io.gfile.rmtree(path)
                 log.info("removed %s, left by a save that was stopped", path)
 
-    def due(self, step: int) -> bool:
-        return self.step_due(step) or self.time_due()
-
     def step_due(self, step: int) -> bool:
         return step % self.every_steps == 0
 

@@ -24,8 +24,10 @@ the rule room to act.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,7 +103,14 @@ def run_sweep(args: argparse.Namespace, data: str, rule: str) -> dict:
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"the {rule} sweep failed with exit code {proc.returncode}")
-    return summarise(out, rule, seconds, lag)
+    result = summarise(out, rule, seconds, lag)
+    if not args.keep_checkpoints:
+        # Every checkpoint is kept for the evaluator (about 260 MB each with adam's slots):
+        # once scored, only the leaderboard and complete.json matter here.
+        for run in glob.glob(os.path.join(out, "runs", "*", "checkpoints")):
+            shutil.rmtree(run)
+    print(f"[{rule}] {result['steps']} steps in {seconds:.0f} s", file=sys.stderr, flush=True)
+    return result
 
 
 def summarise(out: str, rule: str, seconds: float, lag: LagWatch) -> dict:
@@ -135,9 +144,9 @@ def summarise(out: str, rule: str, seconds: float, lag: LagWatch) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", default="none,median,asha")
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--checkpoint-every", type=int, default=6)
-    parser.add_argument("--grace", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--checkpoint-every", type=int, default=20)
+    parser.add_argument("--grace", type=int, default=40)
     parser.add_argument("--eta", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=80)
@@ -145,6 +154,11 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=40)
     parser.add_argument("--val-per-class", type=int, default=10)
     parser.add_argument("--work", default=None, help="working folder (default: a new temp dir)")
+    parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep each sweep's checkpoints (default: removed once the sweep is summarised)",
+    )
     args = parser.parse_args()
     args.work = args.work or tempfile.mkdtemp(prefix="bench-early-stop-")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -18,6 +18,11 @@ together: the same command plus `--workers N --worker-hosts 127.0.0.1:P0,...,127
 `<run>.log`, worker i to `<run>.worker-<i>.log`; the run is over when all its processes have
 exited, and it counts against --parallel as N trainers (at least one run at a time).
 
+Trainers run at a lower CPU priority than the evaluator (niceness +10): on a cluster the
+evaluator has its own CPU, here it shares the cores with every trainer, and its scores and
+early-stopping verdicts are worth most when they are timely. The trainers lose nothing when
+the evaluator is idle.
+
 Ctrl-C (or SIGTERM) stops every child the way an eviction would: each gets SIGINT, saves a
 checkpoint after its current step and exits; the launcher waits for them and exits 130. A
 second Ctrl-C kills them at once. Children run in their own session, so the terminal's Ctrl-C
@@ -48,6 +53,7 @@ log = logging.getLogger("launcher")
 
 LOGS = layout.LOGS  # under a local sweep dir: the launcher's own, read by nobody else
 EVALUATOR_INTERVAL_S = 5
+TRAINER_NICENESS = 10  # added to the launcher's own: see the module's docstring
 STOP_GRACE_S = 180.0  # a trainer finishes its step and saves; the first step may be slow
 TAIL_LINES = 15
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,7 +143,9 @@ def logs_dir(spec: SweepSpec, given: str | None) -> str:
 class Child:
     """One process, its output copied to a log file; notable lines logged with its name."""
 
-    def __init__(self, name: str, argv: list[str], log_path: str, news: re.Pattern) -> None:
+    def __init__(
+        self, name: str, argv: list[str], log_path: str, news: re.Pattern, niceness: int = 0
+    ) -> None:
         self.name, self.argv, self.log_path, self.news = name, argv, log_path, news
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.started = time.monotonic()
@@ -157,6 +165,11 @@ class Child:
             env=env,
             start_new_session=True,  # the terminal's Ctrl-C reaches the launcher only
         )
+        if niceness:
+            # Right after the start, before the child's threads exist (they inherit it).
+            with contextlib.suppress(OSError, AttributeError):  # not allowed, or not Unix
+                mine = os.getpriority(os.PRIO_PROCESS, 0)
+                os.setpriority(os.PRIO_PROCESS, self.proc.pid, mine + niceness)
         self._reader = threading.Thread(target=self._read, name=f"log-{name}", daemon=True)
         self._reader.start()
         log.info("%s: started (pid %d), log %s", name, self.proc.pid, log_path)
@@ -256,6 +269,7 @@ def _drive(
                     argv,
                     worker_log(logs, candidate.run, i),
                     _TRAINER_NEWS,
+                    niceness=TRAINER_NICENESS,
                 )
                 for i, argv in enumerate(trainer_commands(spec, candidate.lr))
             ]

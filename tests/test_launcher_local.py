@@ -44,6 +44,20 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> str:
     return path
 
 
+def _children(out: str, app: str) -> list[int]:
+    """Pids of the running `python -m <app>` processes whose command line names `out`."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except (OSError, ValueError):
+            continue  # not a process, or gone
+        if "-m" in argv and app in argv and any(out in arg for arg in argv):
+            pids.append(int(entry))
+    return pids
+
+
 def test_stop_resume_finish_and_rerun(data: str, tmp_path) -> None:  # noqa: ANN001
     out = str(tmp_path / "sweeps" / "colours")
     sweep_dir = layout.SweepDir(out)
@@ -57,6 +71,12 @@ def test_stop_resume_finish_and_rerun(data: str, tmp_path) -> None:  # noqa: ANN
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
         time.sleep(0.5)
+    # The evaluator, sharing the cores with every trainer, comes first for the CPU.
+    trainers, evaluators = _children(out, "trainer"), _children(out, "evaluator")
+    assert trainers and len(evaluators) == 1
+    evaluator_niceness = os.getpriority(os.PRIO_PROCESS, evaluators[0])
+    for pid in trainers:
+        assert os.getpriority(os.PRIO_PROCESS, pid) == evaluator_niceness + 10
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr

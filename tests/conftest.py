@@ -67,7 +67,8 @@ def bucket_root(request: pytest.FixtureRequest, tmp_path) -> str:  # noqa: ANN00
 
 # The slowest test modules, slowest first (seconds on 2 busy cores): pytest-xdist workers take
 # whole modules (scripts/test.sh, --dist loadfile, so a module's trained run is made once) in
-# collection order, and starting with the longest keeps one worker from ending alone on one.
+# collection order (--no-loadscope-reorder: xdist would otherwise put the modules with the most
+# tests first), and starting with the longest keeps one worker from ending alone on one.
 SLOWEST_FIRST = [
     "tests.test_images",  # with FINETUNE_IMAGE_TESTS=1 (.ci/run): builds and runs an image
     "tests.test_evaluator",  # about 420 s

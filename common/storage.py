@@ -207,6 +207,18 @@ def size(uri: str) -> int:
         return int(blob.size)
 
 
+def modified(uri: str) -> float:
+    """When the object or file was last written, in seconds since the epoch."""
+    if not is_gcs(uri):
+        return os.path.getmtime(uri)
+    with _gcs_errors(uri, "look up"):
+        blob = _blob(uri)
+        blob.reload()
+        if blob.updated is None:
+            raise StorageError(f"{uri} has no modification time")
+        return blob.updated.timestamp()
+
+
 # ---------------------------------------------------------------- writing
 
 

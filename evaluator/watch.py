@@ -5,7 +5,7 @@ checkpoint per run, round robin: the newest unscored one of each run that has ne
 checkpoint newer than its newest score), so that the leaderboard and the early-stopping rule
 see the present; only when no run has news does it catch up on the checkpoints it skipped,
 newest first, and the sweep is finished only when none is left. The lag (checkpoints waiting,
-age of the oldest since first seen) is a metric and goes into leaderboard.json.
+age of the oldest since it was written) is a metric and goes into leaderboard.json.
 
 Early stopping: with a rule in sweep.json, after each round the rule (evaluator.stopping)
 judges the running runs on their scores and a verdict becomes runs/<run>/stop.json, written
@@ -71,7 +71,7 @@ class Session:
         self.stop_requests: dict[str, dict] = {}  # run -> its stop.json: nothing more to do
         self.stop_read: set[str] = set()  # runs whose stop.json was looked for
         self.complete: dict[str, dict] = {}  # run -> complete.json, once there
-        self.first_seen: dict[tuple[str, int], float] = {}  # checkpoint -> when first listed
+        self.first_seen: dict[tuple[str, int], float] = {}  # checkpoint listed -> when written
         self.not_before: dict[tuple[str, int], float] = {}  # unreadable: retry after (monotonic)
         self.lag: dict[str, dict] = {}  # run -> {"waiting": n, "oldest_s": seconds}
         self.stops_made = 0  # stop.json files this process wrote
@@ -131,9 +131,10 @@ class Session:
             return []
         done = self.ledger(run).steps
         pending = [c for c in run.checkpoints() if c.step not in done]
-        now = time.time()
         for checkpoint in pending:
-            self.first_seen.setdefault((run.name, checkpoint.step), now)
+            key = (run.name, checkpoint.step)
+            if key not in self.first_seen:
+                self.first_seen[key] = written_at(checkpoint)
         return pending
 
     def stop_request(self, run: RunDir) -> dict | None:
@@ -350,9 +351,10 @@ class Session:
             else:
                 waiting = self.pending(run)
             oldest = min((self.first_seen[(run.name, c.step)] for c in waiting), default=now)
-            self.lag[run.name] = {"waiting": len(waiting), "oldest_s": round(now - oldest, 1)}
+            age = max(0.0, now - oldest)  # a bucket's clock may run a little ahead of ours
+            self.lag[run.name] = {"waiting": len(waiting), "oldest_s": round(age, 1)}
             self.metrics.waiting.labels(run.name).set(len(waiting))
-            self.metrics.oldest_waiting.labels(run.name).set(now - oldest)
+            self.metrics.oldest_waiting.labels(run.name).set(age)
 
     # ------------------------------------------------------------ early stopping
 
@@ -409,6 +411,15 @@ class Session:
             self.stop_read.discard(run.name)  # someone else's: read theirs
             record = self.stop_request(run) or record
         self.stop_requests[run.name] = record
+
+
+def written_at(checkpoint: Checkpoint) -> float:
+    """When a checkpoint's index file (written last) was written; now if that cannot be read
+    (the trainer may have just deleted it: it then drops out of the lag anyway)."""
+    try:
+        return storage.modified(checkpoint.prefix + ".index")
+    except (OSError, UserError):
+        return time.time()
 
 
 def remove_partial_exports(best_dir: str) -> None:

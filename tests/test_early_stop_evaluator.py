@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -140,6 +141,8 @@ def test_newest_checkpoint_of_each_run_first_then_the_skipped_ones(tmp_path, dat
     top1 = {(run, step): 0.5 for run in ("a", "b") for step in (10, 20, 30, 40)}
     sweep.checkpoint("a", 10, 20, 30)
     sweep.checkpoint("b", 10)
+    written = time.time() - 120  # a-10 waited two minutes before this evaluator started
+    os.utime(os.path.join(sweep.dir.run("a").checkpoints_dir, "ckpt-10.index"), (written, written))
     session = session_for(sweep, top1)
     try:
         runs = session.runs()
@@ -147,6 +150,9 @@ def test_newest_checkpoint_of_each_run_first_then_the_skipped_ones(tmp_path, dat
         assert session.scored_order == [("a", 30), ("b", 10)]  # the newest of each, round robin
         assert session.lag["a"]["waiting"] == 2 and session.backlog(runs) == 2
         assert session.metrics.waiting.labels("a")._value.get() == 2
+        # The age of the oldest waiting counts from when it was written, not first seen.
+        assert 120 <= session.lag["a"]["oldest_s"] < 180
+        assert session.metrics.oldest_waiting.labels("a")._value.get() >= 120
         sweep.checkpoint("b", 20)  # news again: before any catching up
         session.round(runs)
         assert session.scored_order[2:] == [("b", 20)]

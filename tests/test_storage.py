@@ -31,7 +31,8 @@ def test_bytes_text_json_round_trip(bucket_root: str) -> None:
 
 def test_read_missing_raises_file_not_found(bucket_root: str) -> None:
     missing = join(bucket_root, "nothing", "here.json")
-    for read in (storage.read_bytes, storage.read_text, storage.read_json, storage.size):
+    for read in (storage.read_bytes, storage.read_text, storage.read_json, storage.size,
+                 storage.modified):  # fmt: skip
         with pytest.raises(FileNotFoundError):
             read(missing)
 
@@ -45,6 +46,14 @@ def test_exists_and_size(bucket_root: str) -> None:
     storage.write_bytes(uri, b"")
     assert storage.exists(uri)
     assert storage.size(uri) == 0
+
+
+def test_modified_is_when_it_was_written(bucket_root: str) -> None:
+    uri = join(bucket_root, "ckpt-10.index")
+    before = time.time()
+    storage.write_bytes(uri, b"x")
+    # The emulator's and the filesystem's clocks are this machine's; a real bucket's is close.
+    assert before - 2 <= storage.modified(uri) <= time.time() + 2
 
 
 def test_overwrite_replaces_whole_object_and_leaves_no_temporaries(bucket_root: str) -> None:

@@ -75,8 +75,8 @@ def test_stop_resume_finish_and_rerun(data: str, tmp_path) -> None:  # noqa: ANN
     trainers, evaluators = _children(out, "trainer"), _children(out, "evaluator")
     assert trainers and len(evaluators) == 1
     evaluator_niceness = os.getpriority(os.PRIO_PROCESS, evaluators[0])
-    for pid in trainers:
-        assert os.getpriority(os.PRIO_PROCESS, pid) == evaluator_niceness + 10
+    for pid in trainers:  # Linux clamps niceness at 19
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(evaluator_niceness + 10, 19)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr

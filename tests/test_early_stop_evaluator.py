@@ -196,3 +196,10 @@ def test_median_rule_from_sweep_json_and_a_nan_stopped_run_marked(tmp_path, data
             assert json.load(f)["stopped"] == board["stopped"]
     finally:
         session.close()
+
+
+def test_a_checkpoint_deleted_before_its_time_is_read_counts_from_now(tmp_path) -> None:  # noqa: ANN001
+    # Listed, then removed by the trainer's keep-N before the evaluator read its time.
+    gone = layout.Checkpoint(10, str(tmp_path / "checkpoints" / "ckpt-10"))
+    before = time.time()
+    assert before <= watch.written_at(gone) <= time.time()

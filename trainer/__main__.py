@@ -20,6 +20,11 @@ log = logging.getLogger("trainer")
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["weights"]:
+        from trainer import imagenet
+
+        return imagenet.main(argv[1:])
     config, given = parse_args(argv)
     setup_logging(config.verbose)
     cluster = cluster_of(config)

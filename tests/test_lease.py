@@ -124,3 +124,59 @@ def test_other_schemes_are_refused_in_one_sentence(uri: str) -> None:
         storage.normalize(uri)
     with pytest.raises(storage.StorageError):
         storage.write_text(storage.join(uri, "x"), "y")
+
+
+# ---------------------------------------------------------------- answers lost on the network
+
+
+@pytest.fixture
+def faulty(gcs, monkeypatch):  # noqa: ANN001, ANN201
+    """common.storage through a fault-injecting proxy in front of the real emulator."""
+    from tests.faulty_gcs import FaultyGcs
+
+    with FaultyGcs(gcs.url) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        yield proxy
+
+
+def _is_upload(method: str, target: str) -> bool:
+    return method == "POST" and target.startswith("/upload/")
+
+
+@pytest.mark.parametrize("role", ["trainer", "evaluator"])
+def test_renewal_whose_answer_is_lost_keeps_the_lease(gcs, faulty, role: str) -> None:  # noqa: ANN001
+    """The renewal lands, its answer is lost, the client's retry fails its precondition
+    against that very renewal: the holder finds its own token and still holds the lease."""
+    uri = gcs.make_bucket() + "/run/lease.json"
+    lease = Lease(uri, role=role, ttl_s=60)
+    lease.acquire(wait_s=0)
+    faulty.lose_replies(_is_upload)
+    lease.renew()
+    assert faulty.lost, "the fault was never injected"
+    lease.check()
+    lease.renew()  # and it goes on renewing from the version it found
+    lease.release()
+    assert json.loads(storage.read_bytes(uri))["released"] is True
+
+
+def test_acquisition_whose_answer_is_lost_holds_the_lease(gcs, faulty) -> None:  # noqa: ANN001
+    uri = gcs.make_bucket() + "/run/lease.json"
+    faulty.lose_replies(_is_upload)
+    lease = Lease(uri, role="trainer", ttl_s=60)
+    started = time.monotonic()
+    lease.acquire(wait_s=5)
+    assert time.monotonic() - started < 5  # it did not wait for "another" holder to expire
+    assert faulty.lost
+    lease.check()
+    lease.release()
+
+
+def test_each_acquisition_has_its_own_token(tmp_path) -> None:  # noqa: ANN001
+    """Host and pid are the same for two acquisitions in one process; the token is not."""
+    lease = Lease(str(tmp_path / "lease.json"), role="trainer", ttl_s=60)
+    lease.acquire(wait_s=0)
+    first = lease.token
+    lease.release()
+    lease.acquire(wait_s=0)
+    assert lease.token != first
+    lease.release()

@@ -73,6 +73,7 @@ FLAGS: dict[str, Any] = {
     "--image-size": _image_size,
     "--fine-tune": ("all", "head"),
     "--head-warmup-steps": non_negative_int,
+    "--head-init": ("auto", "fit", "random"),
     "--weights": _weights,
     "--dropout": _fraction,
     "--batch-size": positive_int,

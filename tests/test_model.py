@@ -97,8 +97,8 @@ def test_imagenet_weights_without_internet_is_one_clear_error(tmp_path) -> None:
     lines = error_lines(result.stderr)
     assert len(lines) == 1, lines
     line = lines[0]
-    assert line.startswith("error: cannot download the ImageNet weights")
-    assert "--weights URI" in line
+    assert line.startswith("error: cannot download Keras' ImageNet weights")
+    assert "python -m trainer weights --out URI" in line and "--weights URI" in line
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 

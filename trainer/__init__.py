@@ -12,7 +12,7 @@ Contract with the evaluator (and anyone reading a run directory)
 run-dir/hparams.json
     Written before the first step. Every hyperparameter (the `hparam` fields of
     trainer.config.TrainConfig: "data", "image_size", "lr", "batch_size", "steps", "epochs",
-    "fine_tune", "head_warmup_steps", "weights", "dropout", "optimizer", "momentum",
+    "fine_tune", "head_warmup_steps", "head_init", "weights", "dropout", "optimizer", "momentum",
     "rmsprop_rho", "rmsprop_epsilon", "lr_schedule", "lr_decay_factor", "lr_decay_epochs",
     "warmup_epochs", "label_smoothing", "weight_decay", "precision", "seed") plus what rebuilds
     the model and sizes the run: "num_classes", "labels" (class i = labels[i]), "label_offset",

@@ -19,6 +19,7 @@ from common.args import ArgumentParser
 from common.model import DEFAULT_DROPOUT, MIN_IMAGE_SIZE
 
 FINE_TUNE_MODES = ("all", "head")
+HEAD_INITS = ("auto", "fit", "random")
 OPTIMIZERS = ("rmsprop", "sgd", "adam")
 LR_SCHEDULES = ("exponential", "cosine")
 PRECISIONS = ("auto", "float32", "mixed")
@@ -41,6 +42,7 @@ class TrainConfig:
     image_size: int = _hparam(299)
     fine_tune: str = _hparam("all")
     head_warmup_steps: int = _hparam(0)
+    head_init: str = _hparam("auto")
     weights: str = _hparam("imagenet")
     dropout: float = _hparam(DEFAULT_DROPOUT)
     # Optimisation: the classic Inception recipe by default.
@@ -237,6 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--fine-tune",
         choices=FINE_TUNE_MODES,
         help="train the whole network, or only the new head (default all)",
+    )
+    g.add_argument(
+        "--head-init",
+        choices=HEAD_INITS,
+        help="fit: before the first step, fit the new head exactly to the frozen backbone's "
+        "features of the training images (a linear probe, seconds), so that training starts "
+        "from it; random: Keras' random initialisation; auto: fit with pretrained --weights, "
+        "random with --weights none (default auto)",
     )
     g.add_argument(
         "--head-warmup-steps",

@@ -16,6 +16,8 @@ from common.export import export_model
 from common.lease import Lease
 from common.model import backbone_of, build_classifier, head_of
 from trainer.checkpointing import Checkpointer
+from trainer.config import TrainConfig
+from trainer.loop.head_fit import fit_head
 from trainer.loop.multiworker import (
     PEER_ERRORS,
     StepSync,
@@ -126,6 +128,8 @@ def run(
     start = checkpointer.restore_latest() or 0
     if start:
         log.info("resumed from checkpoint at step %d of %d", start, plan.total_steps)
+    elif head_init(config) == "fit":
+        _fit_head(plan, trainee.model, cluster.chief)
     if cluster.chief:
         plan.run.save_hparams(plan.hparams)
         if plan.hparams_changed:
@@ -202,6 +206,28 @@ def run(
         _finish(plan, trainee.model if not mixed else _float32_copy(trainee.model, plan), result)
     sync.barrier()
     return result
+
+
+def head_init(config: TrainConfig) -> str:
+    """--head-init with auto resolved: fit the head to pretrained features, not random ones."""
+    if config.head_init != "auto":
+        return config.head_init
+    return "random" if config.weights == "none" else "fit"
+
+
+def _fit_head(plan: Plan, model: keras.Model, chief: bool) -> None:
+    """Stage one of a fresh run: the head at the linear probe's optimum (trainer.loop.head_fit).
+    Every worker of a run fits the same examples the same way, so their heads agree."""
+    config = plan.config
+    try:
+        fit = fit_head(model, config.data, plan.manifest, config.image_size)
+    except tf.errors.DataLossError as exc:
+        raise data.damaged_shard_error(config.data, plan.manifest, "train", exc) from exc
+    (log.info if chief else log.debug)(
+        "head fitted to the frozen backbone's features of %d training images in %.1f s: "
+        "train top-1 %.3f, loss %.3f",
+        fit.examples, fit.seconds, fit.top1, fit.loss,
+    )  # fmt: skip
 
 
 def _build(plan: Plan, mixed: bool) -> _Trainee:

@@ -1,0 +1,83 @@
+"""`python -m trainer weights`: real ImageNet weights of the backbone, written, checked, used.
+
+The `imagenet_weights` fixture (tests/conftest.py) makes the file with the real command; here
+it is checked the way a user relies on it: it loads as Keras' notop Inception-v3, says where it
+came from, a second run leaves a valid file alone and refuses to overwrite an invalid one, and
+the check catches a conversion gone wrong.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from common.cli import UserError
+from tests.trainer_testdata import REPO, error_lines
+from trainer import imagenet, weights
+
+
+def _weights_command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", "weights", *args],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+
+
+def test_the_file_is_keras_notop_inception_v3_and_names_its_source(imagenet_weights: str) -> None:
+    assert weights.source_of(imagenet_weights) in (imagenet.PACKAGE_SOURCE, weights.KERAS_SOURCE)
+    backbone = imagenet.keras_backbone(image_size=75, weights=imagenet_weights)
+    assert backbone.count_params() == imagenet.NOTOP_PARAMETERS
+    # Pretrained batch norm has real statistics, unlike a fresh layer's zeros and ones.
+    norm = backbone.get_layer("batch_normalization")
+    assert not np.allclose(norm.moving_variance.numpy(), 1.0)
+
+
+def test_a_second_run_keeps_a_valid_file_and_refuses_to_overwrite_an_invalid_one(
+    imagenet_weights: str, tmp_path
+) -> None:  # noqa: ANN001
+    valid = tmp_path / "valid.h5"
+    shutil.copy(imagenet_weights, valid)
+    done = _weights_command("--out", str(valid))
+    assert done.returncode == 0, done.stderr
+    assert "is already valid ImageNet weights" in done.stderr
+
+    mine = tmp_path / "mine.h5"
+    mine.write_bytes(b"a user's own file, not weights")
+    done = _weights_command("--out", str(mine))
+    assert done.returncode == 2
+    lines = error_lines(done.stderr)
+    assert len(lines) == 1 and "exists and is not valid ImageNet weights" in lines[0], lines
+    assert "--force" in lines[0]
+    assert mine.read_bytes() == b"a user's own file, not weights"  # nothing lost
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--out", "weights.bin"], "must end in .h5"),
+        (["--out", "s3://bucket/w.h5"], "s3:// is not supported"),
+    ],
+)
+def test_a_bad_out_is_one_sentence(args: list[str], said: str) -> None:
+    done = _weights_command(*args)
+    assert done.returncode == 2
+    lines = error_lines(done.stderr)
+    assert len(lines) == 1 and said in lines[0], lines
+
+
+def test_the_check_catches_a_wrong_kernel_layout(imagenet_weights: str, tmp_path) -> None:  # noqa: ANN001
+    if weights.source_of(imagenet_weights) != imagenet.PACKAGE_SOURCE:
+        pytest.skip("Keras' own file was used here: it is checked by Keras' md5 instead")
+    backbone = imagenet.keras_backbone(weights=imagenet_weights)
+    imagenet.check(imagenet_weights, imagenet.PACKAGE_SOURCE)  # the real file passes
+    first = backbone.get_layer("conv2d")
+    (kernel,) = first.get_weights()
+    first.set_weights([kernel[::-1, ::-1]])  # OIHW read as if flipped: a classic mistake
+    broken = str(tmp_path / "broken.h5")
+    imagenet.write_keras_h5(backbone, broken, imagenet.PACKAGE_SOURCE)
+    with pytest.raises(UserError, match="the conversion is wrong"):
+        imagenet.check(broken, imagenet.PACKAGE_SOURCE)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import socket
 import time
 from typing import Any
 
@@ -133,12 +135,43 @@ def _lag(lag: Any) -> str:
 
 
 def _lease_live(run: layout.RunDir) -> bool:
-    """A trainer holds the run's lease and renewed it lately: it is running now."""
-    holder = layout.read_json_or_none(run.lease_uri, "lease")
+    """A trainer holds the run's lease now (see lease_live)."""
+    return lease_live(run.lease_uri)
+
+
+def lease_live(uri: str) -> bool:
+    """Whether the holder of the lease at `uri` is alive now.
+
+    A holder on this host is alive while its process is: a SIGKILLed trainer leaves a lease
+    that looks fresh for minutes, and its pid settles that at once, as Lease.acquire does. A
+    holder elsewhere is judged by its last renewal, against the lease's own wall-clock limit
+    (2 ttl: machines' clocks may disagree a little). An unreadable lease counts as not held
+    (status only says what runs; the lease itself decides who may write).
+    """
+    try:
+        holder = layout.read_json_or_none(uri, "lease")
+    except UserError:
+        return False
     if not isinstance(holder, dict) or holder.get("released"):
         return False
     renewed, ttl = holder.get("renewed"), holder.get("ttl_s", 90)
-    return isinstance(renewed, (int, float)) and time.time() - renewed < 2 * float(ttl)
+    if not isinstance(renewed, (int, float)) or not isinstance(ttl, (int, float)):
+        return False
+    pid = holder.get("pid")
+    here = holder.get("host") == socket.gethostname() and isinstance(pid, int) and pid > 0
+    if here and not _pid_alive(pid):
+        return False
+    return time.time() - renewed < 2 * float(ttl)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 # ---------------------------------------------------------------- cluster

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import time
 
 import yaml
 
@@ -116,3 +119,22 @@ def test_status_shows_stopped_runs_with_reason_and_step_and_the_lag(tmp_path) ->
     assert "eval lag" in header and "why stopped" in header
     assert any("stopped early (nan)" in line and "the loss is nan" in line for line in lines)
     assert os.path.exists(sweep_dir.run("lr-0.1").stop_uri)
+
+
+def test_status_says_a_run_whose_trainer_died_is_not_running(tmp_path) -> None:  # noqa: ANN001
+    """A SIGKILLed trainer leaves a fresh-looking lease behind: its dead pid on this host
+    says it is not running (it showed "running" for 2 ttl, 180 s); a live holder still is."""
+    sweep_dir = layout.SweepDir(str(tmp_path / "sweep"))
+    names = ("lr-0.1", "lr-0.01")
+    sweep_dir.save(layout.Sweep("s", "/d", [layout.Candidate(n, 0.1) for n in names]))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for name, pid in zip(names, (dead.pid, os.getpid()), strict=True):
+        run = sweep_dir.run(name)
+        run.save_hparams({"lr": 0.1, "steps": 100})
+        lease = {"role": "trainer", "token": "t", "host": socket.gethostname(), "pid": pid,
+                 "since": "", "renewed": time.time(), "ttl_s": 90.0}  # fmt: skip
+        storage.write_json(run.lease_uri, lease)
+    rows = {row.run: row for row in status.bucket_rows(sweep_dir)}
+    assert rows["lr-0.1"].state == "started"  # not running: its trainer is gone
+    assert rows["lr-0.01"].state == "running"

@@ -21,6 +21,7 @@ from common.args import ArgumentParser
 from common.cli import UserError, setup_logging
 from preprocess.examples import parse_example
 from preprocess.labels import read_labels_file
+from preprocess.listing import check_class_name
 from preprocess.output import SHARD_NAME
 from preprocess.shards import SizeStats
 
@@ -200,7 +201,7 @@ def _class_names(tally: _Tally, offset: int, listed: list[str] | None) -> list[s
             )
         if len(texts) > 1:
             raise UserError(f"label {label} is named both {' and '.join(sorted(texts)[:2])!r}.")
-        names.append(texts.pop())
+        names.append(check_class_name(texts.pop(), f"the class name of label {label}"))
     if len(set(names)) != len(names):
         raise UserError("two labels carry the same class name; give the names with --labels-file.")
     return names

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 from common import storage
 from common.cli import UserError
-from preprocess.listing import Skip, SplitListing
+from preprocess.listing import Skip, SplitListing, check_class_name
 
 
 def read_labels_file(uri: str) -> list[str]:
-    """One label per line; blank lines and surrounding spaces are ignored."""
+    """One label per line; blank lines and surrounding spaces are ignored.
+
+    Lines end at "\\n" only (a CRLF file's "\\r" is stripped with the spaces): a label holding
+    any other control character is refused, as a class folder named so is, rather than split
+    into two labels the way str.splitlines would.
+    """
     try:
         text = storage.read_text(uri)
     except FileNotFoundError as exc:
         raise UserError(f"labels file {uri} does not exist.") from exc
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read labels file {uri} ({exc}).") from exc
-    labels = [line.strip() for line in text.splitlines() if line.strip()]
+    labels = [line.strip() for line in text.split("\n") if line.strip()]
     if not labels:
         raise UserError(f"labels file {uri} lists no labels.")
     seen: set[str] = set()
@@ -29,6 +34,7 @@ def read_labels_file(uri: str) -> list[str]:
             raise UserError(f"labels file {uri} lists {label!r} twice.")
         if "/" in label:
             raise UserError(f"labels file {uri}: {label!r} has a '/', but labels are folder names.")
+        check_class_name(label, f"labels file {uri}: label {label!r}")
         seen.add(label)
     return labels
 

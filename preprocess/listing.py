@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import unicodedata
 from collections.abc import Iterator
 
 from common import storage
@@ -51,6 +52,31 @@ def is_litter(name: str) -> bool:
     return name.startswith(".") or name.lower() in _LITTER_NAMES
 
 
+def control_character(name: str) -> str | None:
+    """The first character of `name` that would break a one-name-per-line file, or None.
+
+    labels.txt holds one class name per line, and readers split lines on more than "\\n"
+    (Python's splitlines also splits on \\r, \\x1c-\\x1e, \\x85, \\u2028): a name holding
+    any control character or line separator would shift every class id after it.
+    """
+    for char in name:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            return char
+    return None
+
+
+def check_class_name(name: str, what: str) -> str:
+    """The name itself, or one sentence when it holds a control character; `what` names the
+    name's origin for that sentence (class folder 'a\\nb' of the train dir /photos/train)."""
+    char = control_character(name)
+    if char is not None:
+        raise UserError(
+            f"{what} has a control character ({char!r}) in its name, which would shift the "
+            "class ids of labels.txt (one name per line); rename it."
+        )
+    return name
+
+
 def list_split(root: str, role: str) -> SplitListing:
     """The class folders under root and their files; `role` names the flag in messages."""
     root = storage.normalize(root)
@@ -66,6 +92,8 @@ def list_split(root: str, role: str) -> SplitListing:
             f"{role} {root} has no class sub-folders (expected one folder per class, "
             f"e.g. {storage.join(root, 'dog', 'img_001.jpg')})."
         )
+    for name in listing.classes:
+        check_class_name(name, f"class folder {name!r} of the {role} {root}")
     return listing
 
 

@@ -94,6 +94,18 @@ def _label_listed_twice(tmp_path) -> list[str]:  # noqa: ANN001
     return ["--train-dir", train, "--val-dir", val, "--labels-file", labels]
 
 
+def _class_folder_with_a_newline(tmp_path) -> list[str]:  # noqa: ANN001
+    """A folder named "a\\nb" would be two lines of labels.txt and shift every later class id."""
+    train, val = folders(tmp_path, {"a\nb": 2, "c": 2}, {"c": 1})
+    return ["--train-dir", train, "--val-dir", val]
+
+
+def _label_with_a_control_character(tmp_path) -> list[str]:  # noqa: ANN001
+    train, val = folders(tmp_path, {"a": 2}, {"a": 1})
+    labels = imagefiles.write_file(str(tmp_path / "labels.txt"), b"a\nb\x0bc\n")
+    return ["--train-dir", train, "--val-dir", val, "--labels-file", labels]
+
+
 def _output_under_a_file(tmp_path) -> list[str]:  # noqa: ANN001
     train, val = folders(tmp_path, {"a": 2}, {"a": 1})
     imagefiles.write_file(str(tmp_path / "out"), b"a file, not a folder")
@@ -122,6 +134,8 @@ ERROR_CASES = {
     "listed label without images": (_listed_label_without_images, "'zebra'"),
     "missing labels file": (_missing_labels_file, "does not exist"),
     "label listed twice": (_label_listed_twice, "twice"),
+    "class folder with a newline": (_class_folder_with_a_newline, "control character ('\\n')"),
+    "label with a control character": (_label_with_a_control_character, "'b\\x0bc'"),
     "output under a file": (_output_under_a_file, "cannot write"),
     "output inside the train dir": (_output_inside_train, "inside --train-dir"),
     "zero workers": (_flag("--workers", "0"), "--workers"),

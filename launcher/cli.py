@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from common import trainer_args
 from common.args import ArgumentParser, int_between, positive_int
 from common.layout import EARLY_STOP_RULES
 from launcher import trainer_flags, validators
@@ -65,7 +66,7 @@ def _non_negative(text: str) -> int:
     return non_negative_int(text)
 
 
-MAX_WORKERS = 256  # trainer.config's bound, and the chart's (values.schema.json)
+MAX_WORKERS = trainer_args.MAX_WORKERS  # the trainer's bound, and the chart's (values.schema.json)
 
 
 def _add_launch(p: argparse.ArgumentParser) -> None:
@@ -75,7 +76,7 @@ def _add_launch(p: argparse.ArgumentParser) -> None:
         "one Job per learning rate, an evaluator Deployment and TensorBoard",
     )  # fmt: skip
     p.add_argument(
-        "--workers", type=int_between(1, MAX_WORKERS, "worker processes of one run"),
+        "--workers", type=trainer_args.workers,
         metavar="N",
         help="train each run with N workers together (TensorFlow's MultiWorkerMirroredStrategy; "
         "the global --batch-size is split over them): kubernetes: an Indexed Job of N pods "

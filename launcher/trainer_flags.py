@@ -2,7 +2,9 @@
 
 The launcher must start without TensorFlow, so it cannot import trainer.config; this table
 mirrors the flags a user sets there (tests/test_launcher_render.py compares the two, so a new
-trainer flag that is missing here fails a test, not a sweep). Flags the launcher sets itself
+trainer flag that is missing here fails a test, not a sweep). Its values are checked with the
+trainer's own validators (common.args, common.trainer_args), so a sweep refuses up front what
+its runs would refuse, before sweep.json is written. Flags the launcher sets itself
 per run (--data, --run-dir, --lr, --metrics-port, --exit-code-on-stop, and the several-workers
 flags, which come from the launcher's own --workers) are not in it.
 """
@@ -10,37 +12,17 @@ flags, which come from the launcher's own --workers) are not in it.
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
 from typing import Any
 
+from common import args as common_args
+from common import trainer_args
 from common.args import non_negative_int, positive_int
-from common.model import MIN_IMAGE_SIZE
 
 # Set by the launcher from its --workers (values: trainer.workers) for each worker.
 WORKER_FLAGS = ("--workers", "--worker-hosts", "--worker-index")
 # Set by the launcher for each run; a user cannot pass them through.
 RESERVED = ("--data", "--run-dir", "--lr", "--metrics-port", "--exit-code-on-stop", *WORKER_FLAGS)
-
-
-def _number(test: Callable[[float], bool], what: str) -> Callable[[str], float]:
-    def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value) or not test(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
-        return value
-
-    return convert
-
-
-def _image_size(text: str) -> int:
-    value = positive_int(text)
-    if value < MIN_IMAGE_SIZE:
-        raise argparse.ArgumentTypeError(f"{text!r} is not at least {MIN_IMAGE_SIZE} pixels")
-    return value
 
 
 def _weights(text: str) -> str:
@@ -55,28 +37,23 @@ def _weights(text: str) -> str:
     return text
 
 
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-
-
-_positive = _number(lambda v: v > 0, "a positive number")
-_non_negative = _number(lambda v: v >= 0, "zero or a positive number")
-_fraction = _number(lambda v: 0 <= v < 1, "in [0, 1)")
+# The trainer's own validators (common.args, common.trainer_args: one owner of every bound),
+# so that the launcher refuses what a run would refuse before a sweep writes anything.
+_positive = common_args.positive_float
+_non_negative = common_args.non_negative_float
+_fraction = common_args.fraction
 
 # flag -> converter, a tuple of choices, or None for an on/off switch.
 FLAGS: dict[str, Any] = {
     "--steps": positive_int,
     "--epochs": _positive,
-    "--image-size": _image_size,
+    "--image-size": trainer_args.image_size,
     "--fine-tune": ("all", "head"),
     "--head-warmup-steps": non_negative_int,
     "--head-init": ("auto", "fit", "random"),
     "--weights": _weights,
     "--dropout": _fraction,
-    "--batch-size": positive_int,
+    "--batch-size": trainer_args.batch_size,
     "--optimizer": ("rmsprop", "sgd", "adam"),
     "--momentum": _fraction,
     "--rmsprop-rho": _fraction,
@@ -88,13 +65,13 @@ FLAGS: dict[str, Any] = {
     "--label-smoothing": _fraction,
     "--weight-decay": _non_negative,
     "--precision": ("auto", "float32", "mixed"),
-    "--seed": _integer,
+    "--seed": trainer_args.seed,
     "--checkpoint-every": positive_int,
     "--checkpoint-minutes": _positive,
     "--keep-checkpoints": positive_int,
     "--log-every": positive_int,
     "--shuffle-buffer": positive_int,
-    "--lease-seconds": _number(lambda v: 5 <= v <= 3600, "5 to 3600 seconds"),
+    "--lease-seconds": trainer_args.lease_seconds,
     "--xla": None,
     "--force": None,
 }

@@ -90,6 +90,10 @@ BAD_SWEEPS = [
     (["--lrs", "0.1", "--workers", "257"], "from 1 to 256"),
     (["--lrs", "0.1", "--workers", "two"], "expected a whole number"),
     (["--lrs", "0.1", "--worker-hosts", "a:1"], "unrecognized arguments: --worker-hosts"),
+    # The trainer's own bounds (common.trainer_args), refused before sweep.json is written.
+    (["--lrs", "0.1", "--image-size", "100000"], "--image-size: expected a whole number from 75"),
+    (["--lrs", "0.1", "--batch-size", "100000"], "--batch-size: expected a whole number from 1"),
+    (["--lrs", "0.1", "--seed", "-1"], "--seed: expected a whole number from 0 to 4294967295"),
 ]
 
 

@@ -223,6 +223,20 @@ def test_trainer_flag_table_matches_the_trainer() -> None:
     }
 
 
+def test_trainer_flags_are_checked_with_the_trainers_own_validators() -> None:
+    """One owner of every bound: the launcher's check of a flag is the trainer's own converter
+    (common.args, common.trainer_args), so a sweep never records a value its runs refuse."""
+    config = pytest.importorskip("trainer.config")
+    types = {
+        option: action.type
+        for action in config.build_parser()._actions
+        for option in action.option_strings
+    }
+    for flag, kind in trainer_flags.FLAGS.items():
+        if callable(kind) and flag != "--weights":  # the trainer also checks the file itself
+            assert kind is types[flag], flag
+
+
 def test_trainer_args_keep_their_order_and_merge() -> None:
     base = trainer_flags.check(["--weights", "none", "--steps", "5", "--xla"], "values")
     assert base == ["--weights", "none", "--steps", "5", "--xla"]

@@ -62,6 +62,8 @@ def test_help_lists_the_contract_flags(capsys: pytest.CaptureFixture) -> None:
         (["--metrics-port", "70000"], "expected a whole number from 0 to 65535 (a TCP port"),
         (["--label-smoothing", "1"], "argument --label-smoothing: expected a number in [0, 1)"),
         (["--exit-code-on-stop", "300"], "expected a whole number from 0 to 255"),
+        (["--seed", "-1"], "argument --seed: expected a whole number from 0 to 4294967295"),
+        (["--seed", str(2**32)], "from 0 to 4294967295 (numpy's seed range)"),
         (["--run-dir", "s3://bucket/run"], "s3:// is not supported; use a local path or gs://"),
         (["--fine-tune", "head", "--head-warmup-steps", "5"], "only applies with --fine-tune all"),
         (["--weights", "backbone.bin"], "expected imagenet, none, or a Keras weights file"),

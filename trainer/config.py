@@ -14,9 +14,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from common import args
+from common import args, trainer_args
 from common.args import ArgumentParser
-from common.model import DEFAULT_DROPOUT, MIN_IMAGE_SIZE
+from common.model import DEFAULT_DROPOUT
 
 FINE_TUNE_MODES = ("all", "head")
 HEAD_INITS = ("auto", "fit", "random")
@@ -103,10 +103,8 @@ def hparam_names() -> list[str]:
 # ---------------------------------------------------------------- command line
 
 
-# Bounds a typo cannot cross: past these a run fails only after minutes and gigabytes.
-MAX_IMAGE_SIZE = 1024  # Inception-v3 was trained at 299; memory grows with the square
-MAX_BATCH_SIZE = 8192  # beyond what one node's accelerators hold at the smallest image size
-MAX_WORKERS = 256  # pods of one run; each holds a node's GPUs
+# The bounds the launcher checks too live in common.trainer_args (it may not import this).
+MAX_WORKERS = trainer_args.MAX_WORKERS
 
 _positive_int = args.positive_int
 _non_negative_int = args.non_negative_int
@@ -114,11 +112,9 @@ _positive_float = args.positive_float
 _non_negative_float = args.non_negative_float
 _fraction = args.fraction
 _port = args.port
-_image_size = args.int_between(
-    MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, f"the network needs {MIN_IMAGE_SIZE}; more only costs memory"
-)
-_batch_size = args.int_between(1, MAX_BATCH_SIZE, "a global batch for one run")
-_workers = args.int_between(1, MAX_WORKERS, "worker processes of one run")
+_image_size = trainer_args.image_size
+_batch_size = trainer_args.batch_size
+_workers = trainer_args.workers
 
 # ---------------------------------------------------------------- several workers
 
@@ -295,7 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PRECISIONS,
         help="auto: mixed float16 on GPUs, float32 on CPUs (default auto)",
     )
-    g.add_argument("--seed", type=int, help="seed for the initial head and the input order")
+    g.add_argument(
+        "--seed",
+        type=trainer_args.seed,
+        help=f"seed for the initial head and the input order, 0 to {trainer_args.MAX_SEED}",
+    )
 
     g = p.add_argument_group("checkpoints, logs and metrics")
     g.add_argument(
@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--lease-seconds",
-        type=args.checked(float, lambda v: 5 <= v <= 3600, "5 to 3600 seconds"),
+        type=trainer_args.lease_seconds,
         help="the run's writer lease expires this long after its holder stopped renewing it "
         "(a killed trainer); a second trainer waits that long at most "
         f"(default {d.lease_seconds:g})",

@@ -6,6 +6,7 @@ both at one saved step, and the same two commands resume the run to its exact en
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -59,6 +60,29 @@ def _start_workers(data: str, run_dir: str, logs: list[str]) -> list[subprocess.
     ]
 
 
+# Local addresses as /proc/net/tcp and tcp6 write them: 127.0.0.1, and ::ffff:127.0.0.1.
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F"}
+
+
+def _listening(pid: int) -> list[str]:
+    """The local addresses (hex, as /proc/net/tcp* write them) of every listening TCP socket
+    that process `pid` holds."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.read().splitlines()[1:]:
+                cells = line.split()
+                if cells[3] == "0A" and cells[9] in inodes:  # 0A: LISTEN
+                    found.append(cells[1].split(":")[0])
+    return found
+
+
 def _saved_step(run_dir: str) -> int:
     latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     return int(tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
@@ -78,6 +102,11 @@ def test_two_workers_write_once_follow_one_process_stop_together_and_resume(tmp_
     logs = [str(tmp_path / "chief-1.log"), str(tmp_path / "worker-1.log")]
     chief, worker = _start_workers(data, run_dir, logs)
     wait_for(lambda: "step 2, loss" in _read(logs[0]), 240, "the chief's step 2", chief)
+    # Every worker is on 127.0.0.1: TensorFlow's gRPC server (no authentication) listens there
+    # only, not on every interface as it does by default.
+    for proc in (chief, worker):
+        addresses = _listening(proc.pid)
+        assert addresses and set(addresses) <= LOOPBACK, addresses
     worker.send_signal(signal.SIGTERM)
     # Both stop at the same step, save it (the chief into the run dir), and exit as a stopped
     # pod does (143: the Job restarts them; never counted as a failure).

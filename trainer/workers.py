@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from common.cli import UserError
+from trainer import loopback
 from trainer.config import TF_CONFIG, TrainConfig
 
 
@@ -45,13 +46,27 @@ class WorkerLost(RuntimeError):
 
 
 def cluster_of(config: TrainConfig, env: Mapping[str, str] | None = None) -> Cluster:
-    """The cluster from the worker flags (already checked), else from TF_CONFIG, else alone."""
+    """The cluster from the worker flags (already checked), else from TF_CONFIG, else alone.
+
+    When every worker is on this machine's loopback, the trainer's own process re-executes
+    itself here (once, before TensorFlow loads) so that its gRPC server listens on loopback
+    only: see trainer.loopback."""
     env = os.environ if env is None else env
     if config.workers > 1:
-        return Cluster(config.workers, config.worker_index, config.worker_index == 0,
-                       config.tf_config())  # fmt: skip
-    raw = env.get(TF_CONFIG, "").strip()
-    return _from_tf_config(raw) if raw else ALONE
+        cluster = Cluster(config.workers, config.worker_index, config.worker_index == 0,
+                          config.tf_config())  # fmt: skip
+    else:
+        raw = env.get(TF_CONFIG, "").strip()
+        cluster = _from_tf_config(raw) if raw else ALONE
+    if cluster.several:
+        loopback.confine(addresses(cluster), cluster.index)
+    return cluster
+
+
+def addresses(cluster: Cluster) -> list[str]:
+    """host:port of every process of the run, in Cluster.index order (chiefs, then workers)."""
+    members = (cluster.tf_config or {}).get("cluster") or {}
+    return [str(a) for kind in ("chief", "worker") for a in members.get(kind) or []]
 
 
 def _from_tf_config(raw: str) -> Cluster:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
+import math
 import re
 from typing import Any
 
@@ -46,6 +48,13 @@ BEST = "best"
 EVALUATOR_LEASE = "evaluator.lease.json"
 LOGS = "logs"
 
+log = logging.getLogger(__name__)
+
+# A run or sweep name read from the bucket becomes a path segment (runs/<run>/, the local
+# backend's logs/<run>.log) and an object name: one segment of safe characters, never "." or
+# "..", so that a shared bucket (input, not trust) cannot point a write elsewhere.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+
 _CKPT_INDEX = re.compile(rf"^{CHECKPOINT_NAME}-(\d+)\.index$")
 _STATE_LATEST = re.compile(rf'^model_checkpoint_path: "(?:.*/)?{CHECKPOINT_NAME}-(\d+)"', re.M)
 
@@ -55,9 +64,95 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def is_name(name: Any) -> bool:
+    """Whether `name` may be a run or sweep directory's name (see _NAME)."""
+    return isinstance(name, str) and bool(_NAME.match(name))
+
+
+def check_name(name: Any, what: str) -> str:
+    """The name itself when it is one safe path segment; else one sentence (`what` says whose
+    name it is and where it was read)."""
+    if not is_name(name):
+        raise UserError(
+            f"{what} {name!r} is not a valid name (1 to 100 letters, digits, '.', '_', '+' or "
+            "'-', starting with a letter or digit); refusing to use it as a path."
+        )
+    return name
+
+
 def run_name_for_lr(lr: float) -> str:
     """`lr-0.01`, `lr-1e-05`: the shortest spelling that reads back as the same float."""
     return f"lr-{lr!r}" if float(f"{lr:g}") != lr else f"lr-{lr:g}"
+
+
+# The JSON types of the fields that readers of each file use; a field that is absent or null
+# passes (older files lack some), one of another type is one sentence naming the file, not a
+# traceback in whichever reader meets it first (status, refine, the trainer on resume).
+_NUMBER = (int, float)
+HPARAMS_FIELDS: dict[str, tuple[type, ...]] = {
+    "lr": _NUMBER, "steps": (int,), "epochs": _NUMBER, "batch_size": (int,),
+    "image_size": (int,), "num_classes": (int,), "labels": (list,), "seed": (int,),
+    "data": (str,), "created": (str,), "changes": (list,),
+}  # fmt: skip
+COMPLETE_FIELDS: dict[str, tuple[type, ...]] = {
+    "final_step": (int,), "finished": (str,), "stopped": (dict,),
+}  # fmt: skip
+STOP_FIELDS: dict[str, tuple[type, ...]] = {"step": (int,), "rule": (str,), "reason": (str,)}
+LEADERBOARD_FIELDS: dict[str, tuple[type, ...]] = {
+    "runs": (list,), "best": (dict,), "broken": (list,), "stopped": (list,), "lag": (dict,),
+}  # fmt: skip
+LEADERBOARD_ROW_FIELDS: dict[str, tuple[type, ...]] = {
+    "run": (str,), "rank": (int,), "best_top1": _NUMBER, "best_top5": _NUMBER,
+    "best_loss": _NUMBER, "best_step": (int,), "last_step": (int,), "hparams": (dict,),
+    "stopped": (dict,),
+}  # fmt: skip
+
+
+_KIND_NAMES = {dict: "an object", list: "a list", str: "a string", int: "a whole number"}
+
+
+def _type_name(value: Any) -> str:
+    """What JSON calls the type of a parsed value, for sentences."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, _NUMBER):
+        return "a number"
+    return _KIND_NAMES.get(type(value), "null")
+
+
+def _kinds_name(kinds: tuple[type, ...]) -> str:
+    return "a number" if kinds == _NUMBER else " or ".join(_KIND_NAMES[k] for k in kinds)
+
+
+def _has_type(value: Any, kinds: tuple[type, ...]) -> bool:
+    """JSON's types: true/false is not a number here, though Python's bool is an int."""
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds)
+
+
+def shape_problem(data: Any, fields: dict[str, tuple[type, ...]]) -> str | None:
+    """Why `data` is not a JSON object with these field types, or None when it is."""
+    if not isinstance(data, dict):
+        return f"its top level is {_type_name(data)}, not an object"
+    for key, kinds in fields.items():
+        value = data.get(key)
+        if value is not None and not _has_type(value, kinds):
+            return f"{key!r} is {_type_name(value)}, not {_kinds_name(kinds)}"
+    return None
+
+
+def read_object(uri: str, what: str, fields: dict[str, tuple[type, ...]]) -> dict[str, Any] | None:
+    """A small JSON object file, None when absent; unreadable or wrong-shaped JSON is one
+    sentence naming the file."""
+    data = read_json_or_none(uri, what)
+    if data is None:
+        return None
+    problem = shape_problem(data, fields)
+    if problem:
+        raise UserError(f"{uri} ({what}) is not what this product writes: {problem}; fix or "
+                        "move it away.")  # fmt: skip
+    return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,13 +191,13 @@ class RunDir:
         return storage.exists(self.hparams_uri)
 
     def hparams(self) -> dict[str, Any] | None:
-        return read_json_or_none(self.hparams_uri, "hyperparameters")
+        return read_object(self.hparams_uri, "hyperparameters", HPARAMS_FIELDS)
 
     def complete(self) -> dict[str, Any] | None:
-        return read_json_or_none(self.complete_uri, "completion record")
+        return read_object(self.complete_uri, "completion record", COMPLETE_FIELDS)
 
     def stop_request(self) -> dict[str, Any] | None:
-        return read_json_or_none(self.stop_uri, "stop request")
+        return read_object(self.stop_uri, "stop request", STOP_FIELDS)
 
     def is_complete(self) -> bool:
         return storage.exists(self.complete_uri)
@@ -228,14 +323,41 @@ class Sweep:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = SWEEP) -> Sweep:
+        """From sweep.json, every field checked: its names become paths and object names
+        (runs/<run>/, logs/<run>.log), its trainer_args a command line."""
         try:
-            candidates = [Candidate(str(c["run"]), float(c["lr"])) for c in data["candidates"]]
+            problem = shape_problem(data, _SWEEP_FIELDS)
+            if problem:
+                raise ValueError(problem)
+            candidates = [_candidate(c) for c in data.get("candidates") or []]
+            for name in ("name", "data"):
+                if not isinstance(data.get(name), str):
+                    raise ValueError(f"{name!r} must be a string")
+            check_name(data["name"], "sweep name")
+            if not all(isinstance(a, str) for a in data.get("trainer_args") or []):
+                raise ValueError("'trainer_args' must be a list of strings")
             fields = {f.name for f in dataclasses.fields(cls)}
             rest = {k: v for k, v in data.items() if k in fields and k != "candidates"}
             rest["early_stop"] = EarlyStop.from_dict(data.get("early_stop"))
             return cls(candidates=candidates, **rest)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise UserError(f"{where} is not a valid sweep description ({exc}).") from exc
+        except (KeyError, TypeError, ValueError, AttributeError, UserError) as exc:
+            raise UserError(f"{where} is not a valid sweep description ({exc}).") from None
+
+
+_SWEEP_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "data": (str,), "candidates": (list,), "trainer_args": (list,),
+    "early_stop": (dict,), "created": (str,), "format": (str,),
+}  # fmt: skip
+
+
+def _candidate(item: Any) -> Candidate:
+    """One of sweep.json's candidates: a valid run name and a finite learning rate above 0."""
+    if not isinstance(item, dict):
+        raise ValueError(f"a candidate is {_type_name(item)}, not an object")
+    run, lr = check_name(item.get("run"), "run name"), item.get("lr")
+    if not _has_type(lr, _NUMBER) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"run {run}'s lr {lr!r} is not a finite number above 0")
+    return Candidate(run, float(lr))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,11 +381,18 @@ class SweepDir:
     lease_uri = property(lambda self: storage.join(self.uri, EVALUATOR_LEASE))
 
     def run(self, name: str) -> RunDir:
-        return RunDir(storage.join(self.runs_dir, name))
+        """runs/<name>/; a name that is not one safe path segment is one sentence."""
+        return RunDir(storage.join(self.runs_dir, check_name(name, "run name")))
 
     def runs(self) -> list[RunDir]:
-        """Every runs/<name>/ that has its hparams.json (written before step 1)."""
-        runs = [RunDir(uri) for uri in storage.list_dirs(self.runs_dir)]
+        """Every runs/<name>/ that has its hparams.json (written before step 1); a folder whose
+        name no run of ours has (an object name with `..`, a space) is left out."""
+        runs = []
+        for uri in storage.list_dirs(self.runs_dir):
+            if is_name(storage.basename(uri)):
+                runs.append(RunDir(uri))
+            else:
+                log.warning("%s: not a run name; left out", uri)
         return [run for run in runs if run.has_hparams()]
 
     def load(self) -> Sweep | None:
@@ -274,4 +403,15 @@ class SweepDir:
         storage.write_json(self.sweep_uri, sweep.to_dict())
 
     def leaderboard(self) -> dict[str, Any] | None:
-        return read_json_or_none(self.leaderboard_uri, "leaderboard")
+        """leaderboard.json, its rows checked (each a valid run name with numbers for scores)."""
+        board = read_object(self.leaderboard_uri, "leaderboard", LEADERBOARD_FIELDS)
+        for row in (board or {}).get("runs") or []:
+            problem = shape_problem(row, LEADERBOARD_ROW_FIELDS)
+            if problem is None and not is_name(row.get("run")):
+                problem = f"a row's run {row.get('run')!r} is not a valid name"
+            if problem:
+                raise UserError(
+                    f"{self.leaderboard_uri} (leaderboard) is not what the evaluator writes: "
+                    f"in its runs, {problem}; fix or move it away."
+                )
+        return board

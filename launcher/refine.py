@@ -9,6 +9,8 @@ evaluator and the leaderboard compare old and new runs together.
 from __future__ import annotations
 
 import argparse
+import math
+from typing import Any
 
 from common import layout
 from common.cli import UserError
@@ -19,13 +21,24 @@ FACTORS = (5.0, 2.0, 1.0, 0.5, 0.2)
 
 
 def propose(best_lr: float, done: set[str]) -> list[float]:
-    """Learning rates around best_lr, largest first, less those whose run name is in done."""
+    """Learning rates around best_lr, largest first, less those whose run name is in done.
+
+    Only finite rates above 0: 5 * 1e308 overflows to inf and 0.2 * 5e-324 rounds to 0, and
+    neither is a learning rate a trainer accepts.
+    """
     out = []
     for factor in FACTORS:
         lr = float(f"{best_lr * factor:.6g}")  # 0.05, not 0.05000000000000001
-        if run_name_for_lr(lr) not in done and lr not in out:
+        if _usable(lr) and run_name_for_lr(lr) not in done and lr not in out:
             out.append(lr)
     return out
+
+
+def _usable(lr: Any) -> bool:
+    """A learning rate a trainer accepts: a finite number above 0 (not true/false)."""
+    return (
+        isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0
+    )
 
 
 def best_run(sweep_dir: layout.SweepDir, sweep: layout.Sweep) -> tuple[str, float, dict]:
@@ -42,6 +55,11 @@ def best_run(sweep_dir: layout.SweepDir, sweep: layout.Sweep) -> tuple[str, floa
     lr = lrs.get(row["run"], (row.get("hparams") or {}).get("lr"))
     if lr is None:
         raise UserError(f"cannot tell the learning rate of the best run {row['run']}.")
+    if not _usable(lr):
+        raise UserError(
+            f"the best run {row['run']} has learning rate {lr!r}, not a finite number above 0, "
+            "so there is nothing to refine around; check its hparams.json and the leaderboard."
+        )
     return row["run"], float(lr), row
 
 

@@ -301,3 +301,22 @@ def test_refine_proposal() -> None:
     assert refine.propose(0.01, {"lr-0.1", "lr-0.01", "lr-0.001"}) == [0.05, 0.02, 0.005, 0.002]
     assert refine.propose(0.1, {"lr-0.1", "lr-0.5", "lr-0.2"}) == [0.05, 0.02]
     assert refine.propose(3e-05, set()) == [0.00015, 6e-05, 3e-05, 1.5e-05, 6e-06]
+
+
+def test_refine_never_proposes_an_lr_a_trainer_refuses() -> None:
+    """5 * 1e308 is inf and 0.2 * 5e-324 is 0: neither is proposed."""
+    assert refine.propose(1e308, set()) == [1e308, 5e307, 2e307]
+    for best in (1e308, 5e-324, 1e-323):
+        proposed = refine.propose(best, set())
+        assert proposed and all(0 < lr < float("inf") for lr in proposed), (best, proposed)
+
+
+@pytest.mark.parametrize("lr", [float("inf"), 0, -0.1, "0.1", True])
+def test_refine_refuses_a_best_run_whose_lr_is_not_finite_and_positive(tmp_path, lr) -> None:  # noqa: ANN001
+    sweep_dir = layout.SweepDir.at(str(tmp_path / "sweep"))
+    sweep_dir.save(layout.Sweep("s", "/d", [layout.Candidate("lr-0.1", 0.1)]))
+    row = {"run": "other", "rank": 1, "best_top1": 0.9, "hparams": {"lr": lr}}
+    storage.write_json(sweep_dir.leaderboard_uri, {"runs": [row]})
+    code, _, stderr = launcher("refine", "--sweep", sweep_dir.uri)
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert "not a finite number above 0" in stderr

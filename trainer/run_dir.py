@@ -52,6 +52,21 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _check_saved_types(config: TrainConfig, saved: dict[str, Any]) -> None:
+    """Every saved hyperparameter has its flag's type (a float may be saved as an int), so a
+    hand-edited hparams.json is one sentence here, not a failure after TensorFlow starts."""
+    for name in hparam_names():
+        value, default = saved.get(name), getattr(TrainConfig(), name)
+        if value is None or default is None:
+            continue  # steps or epochs unset; layout checks their types
+        kinds = (int, float) if isinstance(default, float) else (type(default),)
+        if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, kinds):
+            raise UserError(
+                f"{layout.RunDir(config.run_dir).hparams_uri} saves {name} as {value!r}, which "
+                f"is not a {type(default).__name__}; fix the file or use another --run-dir."
+            )
+
+
 def reconcile(
     config: TrainConfig, given: set[str], manifest: Manifest, state: RunState
 ) -> list[dict[str, Any]]:
@@ -67,6 +82,7 @@ def reconcile(
                 "hyperparameters are unknown; pass --force to resume it with these flags."
             )
         return []
+    _check_saved_types(config, saved)
     saved_labels = saved.get("labels") or []
     # Renamed classes may be forced; a different number of them can never fit the model.
     if saved_labels != manifest.labels and (

@@ -74,29 +74,85 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(files: list[str], overrides: dict[str, Any], *, required: bool) -> dict[str, Any]:
-    """Defaults, then every values file, then `overrides` (nested dict of convenience flags)."""
+    """Defaults, then every values file, then `overrides` (nested dict of convenience flags).
+
+    Each file is checked against the chart's schema on its own, whatever the backend: a key
+    the chart refuses (`earlystop:` for `earlyStop:`) must not be silently ignored locally.
+    """
     values = defaults(required)
     for path in files:
-        values = merge(values, load_yaml(path, "values file"))
+        data = load_yaml(path, "values file")
+        check_file(data, path)
+        values = merge(values, data)
     return merge(values, overrides)
 
 
-def check_schema(values: dict[str, Any]) -> None:
-    """Refuse what the chart's values.schema.json refuses, in one sentence."""
+def _schema() -> dict[str, Any]:
     import json
-
-    import jsonschema  # a dependency; imported here to keep `--help` fast
 
     path = os.path.join(chart_dir(), "values.schema.json")
     if not os.path.exists(path):
         raise UserError(f"the chart's {path} is missing; the launcher needs the whole chart.")
-
     with open(path, encoding="utf-8") as f:
-        schema = json.load(f)
-    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(values))
+        return json.load(f)
+
+
+def _first_error(schema: dict[str, Any], values: dict[str, Any]) -> Any:
+    import jsonschema  # a dependency; imported here to keep `--help` fast
+
+    return jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(values))
+
+
+def _where(error: Any) -> str:
+    return ".".join(str(p) for p in error.absolute_path)
+
+
+def check_schema(values: dict[str, Any]) -> None:
+    """Refuse what the chart's values.schema.json refuses, in one sentence."""
+    error = _first_error(_schema(), values)
     if error is not None:
-        where = ".".join(str(p) for p in error.absolute_path) or "values"
-        raise UserError(f"settings: {where}: {error.message}.")
+        raise UserError(f"settings: {_where(error) or 'values'}: {error.message}.")
+
+
+def check_file(data: dict[str, Any], path: str) -> None:
+    """One values file against the chart's schema, as far as a file alone can be checked:
+    unknown keys and wrong types. Required keys may come from another file or a flag, null
+    deletes a key (Helm's merge), and a local sweep's data and out are local paths, so those
+    are left to check_schema on the merged values of a cluster sweep."""
+    error = _first_error(_file_schema(_schema()), _without_nulls(data))
+    if error is None:
+        return
+    where = _where(error)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties") or {})
+        unknown = sorted(str(k) for k in error.instance if k not in known)
+        key = ".".join(filter(None, [where, unknown[0] if unknown else ""]))
+        raise UserError(
+            f"values file {path}: unknown key {key} (the chart refuses it too; see its "
+            f"values.yaml for the keys{', under ' + where if where else ''})."
+        )
+    raise UserError(f"values file {path}: {where or 'values'}: {error.message}.")
+
+
+def _file_schema(node: Any) -> Any:
+    """The schema without `required` anywhere, and without the gs:// patterns of data and out."""
+    if isinstance(node, list):
+        return [_file_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _file_schema(v) for k, v in node.items() if k != "required"}
+    if "properties" in out:
+        for name in ("data", "out"):
+            if isinstance(out["properties"].get(name), dict):
+                out["properties"][name].pop("pattern", None)
+    return out
+
+
+def _without_nulls(data: Any) -> Any:
+    """A values mapping without its null entries (they delete a key when merged)."""
+    if isinstance(data, dict):
+        return {k: _without_nulls(v) for k, v in data.items() if v is not None}
+    return data
 
 
 def get(values: dict[str, Any], dotted: str, kind: type | tuple[type, ...], default: Any) -> Any:

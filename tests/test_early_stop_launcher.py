@@ -67,8 +67,9 @@ def test_bad_early_stop_input_is_one_sentence(tmp_path) -> None:  # noqa: ANN001
         code, _, err = launcher(
             "sweep", "--backend", backend, "--dry-run", *CLUSTER, "-f", str(values)
         )
-        assert code == 2 and err.strip() == (
-            "error: settings: earlyStop: rule 'hyperband' is not one of none, median, asha."
+        assert code == 2 and err.strip() == (  # the chart's schema, naming the values file
+            f"error: values file {values}: earlyStop.rule: 'hyperband' is not one of "
+            "['none', 'median', 'asha']."
         )
 
 

@@ -148,7 +148,7 @@ def test_missing_and_bad_settings(tmp_path, dataset) -> None:  # noqa: ANN001
         "sweep", "--backend", "kubernetes", "--dry-run", "--data", "gs://bucket-x/d",
         "--out", "gs://bucket-x/o", "--lrs", "1", "-f", str(values),
     )  # fmt: skip
-    assert code == 2 and stderr.startswith("error: settings: trainer.gpus:"), stderr
+    assert code == 2 and stderr.startswith(f"error: values file {values}: trainer.gpus:"), stderr
     assert not os.path.exists(out)
 
 
@@ -165,6 +165,50 @@ def test_values_file_supplies_the_sweep(tmp_path, capsys) -> None:  # noqa: ANN0
     assert code == 0, stderr
     jobs = [d["metadata"]["name"] for d in yaml.safe_load_all(stdout) if d and d["kind"] == "Job"]
     assert jobs == ["my-run-lr-0-1", "my-run-lr-0-001"]
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ({"earlystop": {"rule": "asha"}}, "unknown key earlystop"),
+        ({"earlyStop": {"rul": "asha"}}, "unknown key earlyStop.rul"),
+        ({"trainer": {"gpus": "two"}}, "trainer.gpus: 'two' is not of type 'integer'"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["local", "kubernetes"])
+def test_a_values_file_is_checked_against_the_charts_schema_on_every_backend(
+    tmp_path,
+    dataset,
+    content,
+    says,
+    backend,  # noqa: ANN001
+) -> None:
+    """The chart refuses a mistyped key; so does the launcher, even where no chart renders."""
+    values = tmp_path / "v.yaml"
+    values.write_text(yaml.safe_dump(content))
+    out = tmp_path / "s"
+    where = ["--data", dataset, "--out", str(out)]
+    if backend == "kubernetes":
+        where = ["--data", "gs://bucket-x/d", "--out", "gs://bucket-x/o", "--dry-run"]
+    code, _, stderr = launcher(
+        "sweep", "--backend", backend, *where, "--lrs", "0.1", "-f", str(values)
+    )
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith(f"error: values file {values}: ") and says in stderr
+    assert not out.exists()
+
+
+def test_a_partial_values_file_with_local_paths_and_nulls_is_fine(tmp_path, dataset) -> None:  # noqa: ANN001
+    """A file alone need not hold the required keys, may null a key and, for a local sweep,
+    give local paths: only unknown keys and wrong types are refused."""
+    values = tmp_path / "v.yaml"
+    content = {"data": dataset, "image": {"cpu": {"tag": "x"}}, "trainer": {"gpus": None}}
+    values.write_text(yaml.safe_dump(content))
+    out = tmp_path / "s"
+    code, _, stderr = launcher(
+        "sweep", "--out", str(out), "--lrs", "0.1", "--dry-run", "-f", str(values)
+    )
+    assert code == 0, stderr
 
 
 def test_local_dry_run_prints_commands_and_writes_nothing(tmp_path, dataset) -> None:  # noqa: ANN001
@@ -241,8 +285,9 @@ def test_bad_worker_settings_are_one_sentence(tmp_path, dataset) -> None:  # noq
     out = str(tmp_path / "s5")
     values = tmp_path / "v.yaml"
     for content, message in (
-        ({"trainer": {"workers": 0}}, "settings: trainer.workers must be a whole number from 1"),
-        ({"trainer": {"workers": "2"}}, "settings: trainer.workers must be of type int"),
+        # The chart's schema, checked on the values file itself (its name in the sentence).
+        ({"trainer": {"workers": 0}}, "v.yaml: trainer.workers: 0 is less than the minimum of 1"),
+        ({"trainer": {"workers": "2"}}, "v.yaml: trainer.workers: '2' is not of type 'integer'"),
         ({"trainerArgs": ["--workers", "2"]}, "trainerArgs may not contain --workers"),
         ({"trainerArgs": ["--worker-hosts", "a:1"]}, "trainerArgs may not contain --worker-hosts"),
     ):

@@ -430,7 +430,7 @@ def test_bad_worker_counts_create_nothing(capsys, tmp_path) -> None:  # noqa: AN
         (["--name", "a" * 40, "--lrs", "1.234567891234e-05", "--workers", "2"],
          "with 2 workers, the hostname of the last one, "
          "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-lr-1-234567891234e-05-1', would be 64"),
-        (["-f", str(values)], "settings: trainer.workers must be a whole number from 1 to 256"),
+        (["-f", str(values)], "v.yaml: trainer.workers: 300 is greater than the maximum of 256"),
     ]  # fmt: skip
     values.write_text(yaml.safe_dump({"trainer": {"workers": 300}}))
     for extra, message in cases:

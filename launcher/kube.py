@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from common.cli import UserError
@@ -21,6 +22,15 @@ READ_TIMEOUT_S = 20.0
 IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 Obj = dict[str, Any]
+
+# Credentials a kubeconfig or an error may carry in a URL: the user:password@ of the server,
+# and token-like query parameters. Never echoed: errors end up in terminals, logs and issues.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&;](?:access_token|token|password|passwd|secret|key|client_secret|sig|signature)=)"
+    r"[^&#\s'\"]+"
+)
+REDACTED = "***"
 
 # (apiVersion, kind) -> resource plural: every kind the launcher reads or writes.
 PLURALS = {
@@ -74,7 +84,7 @@ class Cluster:
         configuration.retries = False  # fail fast; the caller decides what to retry
         self._client = client
         self.api = client.ApiClient(configuration)
-        self.server = configuration.host
+        self.server = redact(configuration.host)  # for sentences only
         self.namespace = namespace or default_namespace
 
     # ------------------------------------------------------------ calls
@@ -202,6 +212,15 @@ def _api_reason(status: int, data: bytes | None) -> str:
     return f"HTTP {status}" + (f": {_first_line(message)}" if message else "")
 
 
+def redact(text: str) -> str:
+    """`text` with the credentials a URL in it may carry replaced by ***:
+    https://alice:s3cret@k8s:6443/api?token=abc -> https://***@k8s:6443/api?token=***."""
+    text = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+    return _SECRET_QUERY.sub(rf"\1{REDACTED}", text)
+
+
 def _first_line(exc: object) -> str:
+    """The first line of an error, credentials redacted: every sentence of this module that
+    quotes an exception or the server goes through here or through redact."""
     lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
+    return redact(lines[0])[:300] if lines else type(exc).__name__

@@ -269,6 +269,20 @@ def test_unreachable_cluster_is_one_quick_sentence(bucket: str, tmp_path, monkey
     assert not storage.exists(f"{bucket}/sweeps/flowers/sweep.json")
 
 
+def test_credentials_in_the_kubeconfig_server_url_are_never_echoed(
+    bucket: str,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    port = free_port()  # nobody listens there
+    server = f"http://alice:s3cret-pw@127.0.0.1:{port}/k8s?token=s3cret-token"
+    monkeypatch.setenv("KUBECONFIG", kubeconfig(str(tmp_path / "kc"), server))
+    code, _, stderr = launcher(*sweep_argv(bucket))
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert "s3cret" not in stderr and "alice" not in stderr, stderr
+    assert f"http://***@127.0.0.1:{port}/k8s?token=***" in stderr
+
+
 def test_no_kubeconfig_is_one_sentence(bucket: str, tmp_path, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nothing-here"))
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -249,7 +249,7 @@ def test_trainer_args_keep_their_order_and_merge() -> None:
     assert trainer_flags.from_namespace(namespace) == ["--xla", "--epochs", "3", "--steps", "8"]
 
 
-def test_rbac_grants_what_the_launcher_uses_and_no_more(capsys, values_file) -> None:  # noqa: ANN001
+def test_rbac_grants_what_the_launcher_uses_and_no_more(capsys, values_file, tmp_path) -> None:  # noqa: ANN001
     import os
 
     from launcher import kube
@@ -268,13 +268,16 @@ def test_rbac_grants_what_the_launcher_uses_and_no_more(capsys, values_file) -> 
                 granted.setdefault((group, resource), set()).update(rule["verbs"])
     assert not any(r == "secrets" for _, r in granted)
     assert not any({"update", "patch"} & verbs for verbs in granted.values())
-    rendered = render(capsys, "-f", values_file)
-    for obj in rendered:
+    # Exactly what the launcher calls: get + create (apply), list + delete (delete), for every
+    # kind it renders (a PodMonitor too), and a list of pods (status); no watch, logs, events.
+    needed: dict[tuple[str, str], set[str]] = {("", "pods"): {"list"}}
+    monitor = tmp_path / "monitor.yaml"
+    monitor.write_text(yaml.safe_dump({"podMonitor": {"enabled": True}}))
+    for obj in render(capsys, "-f", values_file) + render(capsys, "-f", str(monitor)):
         group = obj["apiVersion"].rpartition("/")[0]
         plural = kube.PLURALS[(obj["apiVersion"], obj["kind"])]
-        assert {"get", "list", "create", "delete"} <= granted[(group, plural)], obj["kind"]
-    for resource in ("pods", "pods/log", "events"):
-        assert {"get", "list"} <= granted[("", resource)]
+        needed[(group, plural)] = {"get", "list", "create", "delete"}
+    assert granted == needed
 
 
 # ---------------------------------------------------------------- several workers per run

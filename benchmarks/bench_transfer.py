@@ -12,7 +12,7 @@ batch (16), and trains for the same number of steps; top-1 is on the held-out sp
     probe        scikit-learn's default LogisticRegression (L2, C = 1) on the frozen backbone's
                  pooled features of the whole images, fitted exactly (scipy's L-BFGS): the bar
     head         python -m trainer --fine-tune head                 (our defaults otherwise)
-    head, old    the same with --head-init random: the head trained from a random start by
+    head-old     the same with --head-init random: the head trained from a random start by
                  SGD alone, as before the head fit existed
     all          python -m trainer                                  (our defaults: fine-tune all)
     random       python -m trainer --weights none                   (all, from random weights)
@@ -37,7 +37,7 @@ sys.path.insert(0, REPO)
 
 SETUPS = {
     "head": ["--fine-tune", "head"],
-    "head, old": ["--fine-tune", "head", "--head-init", "random"],
+    "head-old": ["--fine-tune", "head", "--head-init", "random"],
     "all": [],
     "random": ["--weights", "none"],
 }
@@ -109,8 +109,9 @@ def probe(data: str, weights: str, image_size: int) -> float:
 def train_and_score(work: str, data: str, weights: str, name: str, flags: list[str],
                     seed: int, steps: int, image_size: int) -> tuple[float, float]:  # fmt: skip
     """(top-1 of the final checkpoint, wall seconds of the training)."""
-    run_dir = os.path.join(work, "runs", f"{name.replace(', ', '-')}-seed{seed}")
+    run_dir = os.path.join(work, "runs", f"{name}-seed{seed}")
     log = run_dir + ".log"
+    os.makedirs(os.path.dirname(run_dir), exist_ok=True)
     started = time.perf_counter()
     command = [sys.executable, "-m", "trainer", "--data", data, "--run-dir", run_dir,
                "--weights", weights, "--image-size", str(image_size), "--batch-size", "16",

@@ -23,7 +23,7 @@ IMAGENET_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/" + IMAGENET_FILE
 )
 IMAGENET_MD5 = "bcbd6486424b2319ff4ef7d526e38f63"
-KERAS_SOURCE = "Keras " + IMAGENET_FILE
+KERAS_SOURCE = "Keras' ImageNet file " + IMAGENET_FILE
 # h5 attribute of the files `python -m trainer weights` writes: where the weights came from.
 SOURCE_ATTR = "finetune_source"
 # A download that makes no progress for this long fails instead of hanging.

@@ -1,0 +1,61 @@
+"""What transfer learning must show: ImageNet weights beat random ones at the same small budget.
+
+Real photos (the sample folder that `python -m preprocess sample` makes from scikit-image's
+photographs), real ImageNet weights (the `imagenet_weights` fixture), the trainer's defaults
+(fine-tune everything, the head fitted to the pretrained features first), and the real
+evaluator's score of each final checkpoint. Ten steps of batch 8 (80 images seen, about an
+epoch): from ImageNet the classes are told apart at once; from random weights, not yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.trainer_testdata import REPO, run_trainer
+
+pytest.importorskip("tensorflow")
+
+BUDGET = ["--image-size", "75", "--steps", "10", "--batch-size", "8", "--checkpoint-every", "10"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("photos")
+    images, data = root / "images", str(root / "data")
+    for command in (
+        ["preprocess", "sample", "--out", str(images), "--per-class", "12", "--size", "120"],
+        ["preprocess", "--train-dir", str(images / "train"), "--val-dir", str(images / "val"),
+         "--out", data],
+    ):  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True,
+                              cwd=REPO, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    return data
+
+
+def _top1(data: str, run_dir: str, *flags: str) -> float:
+    """Train with flags, score the final checkpoint with the evaluator: its top-1."""
+    trained = run_trainer(data, run_dir, *BUDGET, *flags)
+    assert trained.returncode == 0, trained.stderr
+    scored = subprocess.run([sys.executable, "-m", "evaluator", "--run-dir", run_dir, "--once"],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    with open(os.path.join(run_dir, "eval", "results.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    [final] = [row for row in rows if row["step"] == 10]
+    return final["top1"]
+
+
+def test_imagenet_weights_beat_random_weights_by_far_at_the_same_budget(
+    photos: str, imagenet_weights: str, tmp_path
+) -> None:  # noqa: ANN001
+    pretrained = _top1(photos, str(tmp_path / "imagenet"), "--weights", imagenet_weights)
+    random = _top1(photos, str(tmp_path / "random"), "--weights", "none")
+    # 6 classes, 18 validation photos: chance is 1/6.
+    assert pretrained >= 0.85, (pretrained, random)
+    assert pretrained >= random + 0.3, (pretrained, random)

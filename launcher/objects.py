@@ -5,7 +5,8 @@ give these same objects for the same inputs (only `app.kubernetes.io/managed-by`
 Objects are plain dicts in apply order: ServiceAccount, Service, Deployments, PodMonitor, Jobs.
 
 Choices that every pod shares, and why:
-- Pod Security "restricted": non-root with a fixed uid/gid (1000), read-only root filesystem,
+- Pod Security "restricted": non-root with a fixed uid/gid (values.yaml's `uid`, 10001: high,
+  so that it is no host user's; the images' USER is the same), read-only root filesystem,
   no privilege escalation, every capability dropped, seccomp RuntimeDefault. The only
   writable paths are emptyDirs: /tmp (also HOME) and the Keras weight cache (KERAS_HOME).
 - No Kubernetes API token in the pods (automountServiceAccountToken: false): they only talk to
@@ -43,11 +44,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.cli import UserError
 from launcher import names
 from launcher.settings import get
 from launcher.spec import SweepSpec, lr_text
 
-UID = 1000
 TMP_DIR = "/tmp"
 KERAS_CACHE = "/var/cache/keras"
 CREDENTIALS_DIR = "/var/secrets/google"
@@ -328,6 +329,13 @@ class Renderer:
         tag = self._setting(f"image.{kind}.tag", str, "")
         return f"{repository}:{tag}" if tag else repository
 
+    def _uid(self) -> int:
+        """values.yaml's uid: the chart's and the images' one number, never a copy of it here."""
+        uid = self._setting("uid", int, None)
+        if uid is None:
+            raise UserError("settings: uid is missing; the chart's values.yaml sets it (10001).")
+        return uid
+
     def _service_account_name(self, sweep: str) -> str:
         return self._setting("serviceAccount.name", str, "") or sweep
 
@@ -394,15 +402,16 @@ class Renderer:
         grace: int | None = None,
     ) -> Obj:
         """A restricted pod spec; `where`: the values section with nodeSelector/tolerations."""
+        uid = self._uid()
         pod: Obj = {
             "serviceAccountName": self._service_account_name(sweep),
             "automountServiceAccountToken": False,
             "restartPolicy": restart_policy,
             "securityContext": {
                 "runAsNonRoot": True,
-                "runAsUser": UID,
-                "runAsGroup": UID,
-                "fsGroup": UID,
+                "runAsUser": uid,
+                "runAsGroup": uid,
+                "fsGroup": uid,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
         }

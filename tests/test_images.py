@@ -2,11 +2,11 @@
 
 Always (no container engine needed): hadolint on both Dockerfiles, actionlint (with shellcheck
 where Debian's is installed) on .github/workflows/, the images' pinned requirements, and the
-Dockerfiles' contract with the chart (uid/gid 1000, writable paths, labels, build context).
+Dockerfiles' contract with the chart (values.yaml's uid, writable paths, labels, build context).
 
 Behind podman (marker `images`; `.ci/run` installs podman and sets FINETUNE_IMAGE_TESTS=1):
 build the CPU image with scripts/images.sh on a Debian base made with debootstrap, then inside
-it, as the chart's pods run (uid/gid 1000, read-only root filesystem, tmpfs /tmp and
+it, as the chart's pods run (uid/gid 10001, read-only root filesystem, tmpfs /tmp and
 /var/cache/keras, no capabilities, no network), preprocess a mounted sample folder into a
 mounted local bucket, record the sweep, train a few steps on the CPU, run the evaluator in
 watch mode until the sweep is done, and serve TensorBoard; the results are checked from the
@@ -33,6 +33,10 @@ from tests.gcs_emulator import GcsEmulator
 REPO = Path(__file__).resolve().parent.parent
 IMAGES_SH = REPO / "scripts" / "images.sh"
 DOCKERFILES = {"cpu": REPO / "Dockerfile.cpu", "gpu": REPO / "Dockerfile.gpu"}
+# The uid/gid every container runs as: the chart's values.yaml holds the one number.
+with open(REPO / "charts" / "inception-finetune" / "values.yaml", encoding="utf-8") as _f:
+    UID = int(re.search(r"^uid: *([0-9]+)$", _f.read(), re.M).group(1))
+USER = f"{UID}:{UID}"
 # What each image must hold: the apps that run from it (the chart: trainer.gpus=0 runs the
 # trainer on the CPU image; every trainer pod runs the launcher's record-sweep first).
 PACKAGES = {
@@ -179,10 +183,13 @@ def test_dockerfile_matches_the_pods(flavour: str) -> None:
     # The base is a build argument with a real public default.
     assert steps[0][0] == "ARG" and steps[0][1].startswith("BASE=python:3.11-slim-bookworm")
     assert steps[1] == ("FROM", "${BASE}")
-    # The chart's runAsUser/runAsGroup, as numbers (runAsNonRoot checks a numeric USER).
+    # The chart's runAsUser/runAsGroup (values.yaml's uid), as numbers (runAsNonRoot checks a
+    # numeric USER); high, so that the container's uid is no host user's.
     helpers = (REPO / "charts" / "inception-finetune" / "templates" / "_helpers.tpl").read_text()
-    assert "runAsUser: 1000" in helpers and "runAsGroup: 1000" in helpers
-    assert [s for s in steps if s[0] == "USER"] == [("USER", "1000:1000")]
+    assert "runAsUser: {{ .Values.uid }}" in helpers and "runAsGroup: {{ .Values.uid }}" in helpers
+    assert UID >= 10000
+    assert [s for s in steps if s[0] == "USER"] == [("USER", USER)]
+    assert f"useradd --uid {UID} --gid {UID} " in DOCKERFILES[flavour].read_text()
     env = " ".join(args for word, args in steps if word == "ENV")
     for setting in ("HOME=/tmp", "KERAS_HOME=/var/cache/keras", "PYTHONDONTWRITEBYTECODE=1",
                     "XDG_CACHE_HOME=/tmp/"):
@@ -264,7 +271,7 @@ def cpu_image() -> str:
     return _build("cpu", timeout=1500)
 
 
-# What the chart gives every pod: uid/gid 1000, read-only root, emptyDirs at /tmp and
+# What the chart gives every pod: uid/gid UID (10001), read-only root, emptyDirs at /tmp and
 # /var/cache/keras, no capabilities, no privilege escalation. No network: the bucket is local.
 # /tmp is a tmpfs; the Keras cache a world-writable host folder (as an emptyDir is: podman 4.3
 # ignores a tmpfs mode except on /tmp).
@@ -273,7 +280,7 @@ def _pod(tmp_path: Path) -> list[str]:
     keras.mkdir(exist_ok=True)
     keras.chmod(0o777)
     return [
-        "--rm", "--user", "1000:1000", "--read-only", "--read-only-tmpfs=false",
+        "--rm", "--user", USER, "--read-only", "--read-only-tmpfs=false",
         "--tmpfs", "/tmp:rw,mode=1777", "-v", f"{keras}:/var/cache/keras",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "-e", "PYTHONUNBUFFERED=1",
@@ -283,7 +290,7 @@ def _pod(tmp_path: Path) -> list[str]:
 def _check_image_metadata(tag: str, flavour: str) -> None:
     info = json.loads(podman("image", "inspect", tag).stdout)[0]
     config = info["Config"]
-    assert config["User"] == "1000:1000"
+    assert config["User"] == USER
     assert "HOME=/tmp" in config["Env"] and "KERAS_HOME=/var/cache/keras" in config["Env"]
     labels = config["Labels"]
     assert labels["org.opencontainers.image.title"] == f"inception-finetune-{flavour}"
@@ -303,7 +310,7 @@ def test_cpu_image_metadata_and_read_only_root(cpu_image: str, tmp_path: Path) -
     )
     pod = [*_pod(tmp_path), "--network", "none", cpu_image]
     out = podman("run", *pod, "sh", "-c", script).stdout.split()
-    assert out == ["1000", "1000", "/tmp", "/opt/venv/bin/tensorboard", "tmp-writable"]
+    assert out == [str(UID), str(UID), "/tmp", "/opt/venv/bin/tensorboard", "tmp-writable"]
 
 
 def _free_port() -> int:
@@ -322,7 +329,7 @@ def test_cpu_image_runs_the_main_job_as_a_pod_would(cpu_image: str, tmp_path: Pa
     assert made.returncode == 0, made.stderr
     bucket = tmp_path / "bucket"
     bucket.mkdir()
-    bucket.chmod(0o777)  # uid 1000 in the container, whoever runs the test
+    bucket.chmod(0o777)  # uid UID in the container, whoever runs the test
     mounts = ["-v", f"{folder}:/data/images:ro", "-v", f"{bucket}:/bucket"]
     pod = [*_pod(tmp_path), "--network", "none", *mounts, cpu_image]
     data, sweep = "/bucket/datasets/sample", "/bucket/sweeps/smoke"
@@ -357,8 +364,8 @@ def test_cpu_image_runs_the_main_job_as_a_pod_would(cpu_image: str, tmp_path: Pa
     assert 0.0 <= board["best"]["top1"] <= 1.0
     assert (run / "eval/results.jsonl").read_text().strip()
     assert list((bucket / "sweeps/smoke/best").rglob("saved_model.pb"))
-    if os.geteuid() == 0:  # rootful: the container's uid 1000 is the host's
-        assert {p.stat().st_uid for p in bucket.rglob("*")} == {1000}
+    if os.geteuid() == 0:  # rootful: the container's uid is the host's
+        assert {p.stat().st_uid for p in bucket.rglob("*")} == {UID}
 
     # TensorBoard from the same image, read-only, on loopback.
     port = _free_port()

@@ -147,7 +147,8 @@ def test_every_pod_is_restricted(capsys, values_file) -> None:  # noqa: ANN001
     for pod in pods(objs):
         security = pod["securityContext"]
         assert security["runAsNonRoot"] is True
-        assert security["runAsUser"] == 1000
+        # values.yaml's uid, high so that it is no host user's (the images' USER is the same).
+        assert security["runAsUser"] == security["runAsGroup"] == security["fsGroup"] == 10001
         assert security["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
         assert pod["imagePullSecrets"] == [{"name": "regcred"}]

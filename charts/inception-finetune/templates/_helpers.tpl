@@ -121,9 +121,9 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{/* The Pod Security "restricted" profile: pod level. */}}
 {{- define "finetune.podSecurityContext" -}}
 runAsNonRoot: true
-runAsUser: 1000
-runAsGroup: 1000
-fsGroup: 1000
+runAsUser: {{ .Values.uid }}
+runAsGroup: {{ .Values.uid }}
+fsGroup: {{ .Values.uid }}
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}

@@ -26,7 +26,22 @@ the evaluator is idle.
 Ctrl-C (or SIGTERM) stops every child the way an eviction would: each gets SIGINT, saves a
 checkpoint after its current step and exits; the launcher waits for them and exits 130. A
 second Ctrl-C kills them at once. Children run in their own session, so the terminal's Ctrl-C
-reaches only the launcher, which decides.
+reaches only the launcher, which decides. A launcher that dies without a word (SIGKILL, a
+closed laptop's OOM killer) takes its children with it: the kernel sends each SIGTERM (Linux's
+parent-death signal), so none trains on unseen, its output going nowhere.
+
+One launcher per sweep dir (a lease, `launcher.lease.json`): a second one on the same --out
+(another `sweep`, a `refine --launch`) records its candidates in sweep.json and leaves the
+training to the running launcher, which reads sweep.json every few seconds and queues what was
+added; the second one waits until that launcher is done, then checks the sweep itself (nothing
+complete is retrained) and exits with what happened. So --parallel holds across them, and each
+exit code says how the sweep ended, not who trained it.
+
+The evaluator is supervised as a Deployment's pod would be: one that exits while runs are
+left is started again (after 5, 10, 20 s when it crashed; after a crash loop, one line says
+that the sweep goes on without scores). A run whose trainer another process holds (its lease
+is live) is waited for, not failed; one complete when its trainer exits is finished, whatever
+the exit code.
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import ctypes
 import logging
 import os
 import re
@@ -43,9 +59,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO
 
 from common import layout, storage
+from common.lease import Lease, LeaseHeld
 from launcher import record
 from launcher.spec import SweepSpec
 
@@ -56,6 +74,13 @@ EVALUATOR_INTERVAL_S = 5
 TRAINER_NICENESS = 10  # added to the launcher's own: see the module's docstring
 STOP_GRACE_S = 180.0  # a trainer finishes its step and saves; the first step may be slow
 TAIL_LINES = 15
+SWEEP_POLL_S = 3.0  # how often sweep.json is read for candidates another command added
+LEADER_POLL_S = 2.0  # a second launcher looks this often whether the first one is done
+EVALUATOR_BACKOFF_S = (5.0, 10.0, 20.0)  # waits before each restart of a crashed evaluator
+EVALUATOR_HEALTHY_S = 600.0  # an evaluator up this long has its crash count forgotten
+# The launcher's own lease on a sweep dir; read only by launchers (not a layout others read).
+LAUNCHER_LEASE = "launcher.lease.json"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # What a child says that is worth a console line (the rest stays in its log file).
@@ -140,6 +165,35 @@ def logs_dir(spec: SweepSpec, given: str | None) -> str:
     return os.path.join(spec.out, LOGS)
 
 
+def _die_with_launcher() -> Callable[[], None] | None:
+    """What a child runs between fork and exec so that the launcher's death ends it.
+
+    Why the parent-death signal and not a process group or a lease the children watch: a
+    SIGKILLed launcher signals no group, and a watched lease would take code in every child
+    and a ttl's delay; prctl(PR_SET_PDEATHSIG) is the kernel's own promise, kept however the
+    launcher dies, and it survives the exec. SIGTERM, not SIGKILL: a trainer saves after its
+    current step first, as on an eviction. The signal comes when the thread that started the
+    child ends, so children are started from the main thread only (which lives as long as the
+    launcher does). Everything is looked up before the fork: in the child only two C calls
+    and a comparison run, nothing that could wait on a lock another thread held. Linux only;
+    elsewhere None (children then outlive a killed launcher, as before).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    launcher, sigterm, getppid = os.getpid(), int(signal.SIGTERM), os.getppid
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, sigterm)
+        if getppid() != launcher:  # the launcher died before prctl: its signal never comes
+            os._exit(128 + sigterm)
+
+    return preexec
+
+
 class Child:
     """One process, its output copied to a log file; notable lines logged with its name."""
 
@@ -164,6 +218,7 @@ class Child:
             errors="replace",
             env=env,
             start_new_session=True,  # the terminal's Ctrl-C reaches the launcher only
+            preexec_fn=_die_with_launcher(),
         )
         if niceness:
             # Right after the start, before the child's threads exist (they inherit it).
@@ -226,23 +281,32 @@ class Stopper:
 
 def run(spec: SweepSpec, args: argparse.Namespace) -> int:
     """Run the sweep to the end (or to Ctrl-C); 0 when every run is complete."""
-    sweep = record.record(spec)  # sweep.json first: the evaluator waits for what it names
+    record.record(spec)  # sweep.json first: the evaluator waits for what it names
     sweep_dir = spec.sweep_dir
     logs = logs_dir(spec, getattr(args, "logs_dir", None))
     parallel = max(1, (args.parallel or default_parallel()) // spec.workers)  # runs at a time
-    todo = collections.deque()
-    for candidate in sweep.candidates:
-        if sweep_dir.run(candidate.run).is_complete():
-            log.info("%s: already complete, not retrained", candidate.run)
-        else:
-            todo.append(candidate)
-    each = f" of {spec.workers} worker processes" if spec.workers > 1 else ""
-    log.info(
-        "sweep %s: %d run(s), %d to train, %d at a time%s; logs in %s",
-        spec.name, len(sweep.candidates), len(todo), parallel, each, logs,
-    )  # fmt: skip
+    lease = Lease(storage.join(spec.out, LAUNCHER_LEASE), role="launcher")
     with Stopper() as stopper:
-        code = _drive(spec, todo, parallel, logs, stopper)
+        if not _lead(lease, stopper):
+            print("stopped waiting; the same command resumes the sweep", file=sys.stderr)
+            return 130
+        try:
+            sweep = sweep_dir.load()  # as it is now: another launcher may have added runs
+            todo = collections.deque()
+            for candidate in sweep.candidates if sweep else []:
+                if sweep_dir.run(candidate.run).is_complete():
+                    log.info("%s: already complete, not retrained", candidate.run)
+                else:
+                    todo.append(candidate)
+            each = f" of {spec.workers} worker processes" if spec.workers > 1 else ""
+            total = len(sweep.candidates) if sweep else 0
+            log.info(
+                "sweep %s: %d run(s), %d to train, %d at a time%s; logs in %s",
+                spec.name, total, len(todo), parallel, each, logs,
+            )  # fmt: skip
+            code = Drive(spec, todo, parallel, logs, stopper).run()
+        finally:
+            lease.release()
     if code == 130:
         print("stopped; the same command resumes the sweep", file=sys.stderr)
         return 130
@@ -251,74 +315,279 @@ def run(spec: SweepSpec, args: argparse.Namespace) -> int:
     return code
 
 
-def _drive(
-    spec: SweepSpec, todo: collections.deque, parallel: int, logs: str, stopper: Stopper
-) -> int:
-    running: dict[str, list[Child]] = {}  # run -> its workers (one without --workers)
-    failed: dict[str, int] = {}
-    evaluator = Child(
-        "evaluator", evaluator_command(spec), os.path.join(logs, "evaluator.log"), _EVALUATOR_NEWS
-    )
-    evaluator_reported = False
-    while (todo or running) and not stopper.count:
-        while todo and len(running) < parallel:
-            candidate = todo.popleft()
-            running[candidate.run] = [
+def _lead(lease: Lease, stopper: Stopper) -> bool:
+    """Take the sweep's launcher lease, waiting while another live launcher holds it (it trains
+    what this one recorded); False on Ctrl-C."""
+    said = False
+    while True:
+        try:
+            lease.acquire(wait_s=0)
+            if said:
+                log.info("the other launcher is done; checking the sweep")
+            return True
+        except LeaseHeld:
+            if not said:
+                holder = _holder(lease.uri)
+                log.info(
+                    "another launcher runs this sweep (%s): it trains every run sweep.json "
+                    "names, these included; waiting for it to finish",
+                    holder,
+                )
+                said = True
+        if stopper.count:
+            return False
+        time.sleep(LEADER_POLL_S)
+
+
+def _holder(uri: str) -> str:
+    from common.lease import describe
+
+    try:
+        holder = layout.read_json_or_none(uri, "lease")
+    except Exception:  # noqa: BLE001 - only for the message
+        holder = None
+    return describe(holder) if isinstance(holder, dict) else uri
+
+
+class Drive:
+    """The sweep's processes, from start to end: trainers `parallel` runs at a time, one
+    evaluator beside them (restarted as a Deployment's pod would be), and the candidates that
+    other commands add to sweep.json meanwhile."""
+
+    def __init__(
+        self,
+        spec: SweepSpec,
+        todo: collections.deque,
+        parallel: int,
+        logs: str,
+        stopper: Stopper,
+    ) -> None:
+        self.spec, self.todo, self.parallel, self.logs, self.stopper = (
+            spec, todo, parallel, logs, stopper,
+        )  # fmt: skip
+        self.known = {c.run for c in todo} | set(_run_names(spec.sweep_dir))
+        self.running: dict[str, list[Child]] = {}  # run -> its workers (one without --workers)
+        self.held: dict[str, layout.Candidate] = {}  # runs another live trainer is training
+        self.failed: dict[str, int] = {}
+        self.evaluator = EvaluatorKeeper(spec, logs)
+        self.swept_at = time.monotonic()
+
+    def run(self) -> int:
+        while not self.stopper.count:
+            self.poll_sweep()
+            self.start_trainers()
+            self.reap_trainers()
+            self.watch_held()
+            busy = bool(self.todo or self.running or self.held)
+            self.evaluator.tend(busy)
+            if not busy and (self.failed or self.evaluator.gave_up or self.evaluator.done):
+                self.poll_sweep(now=True)  # a run added at the last moment is trained too
+                if not self.todo:
+                    break
+            time.sleep(0.2)
+        if self.stopper.count:
+            _stop([*self.children(), *self.evaluator.children()], self.stopper)
+            return 130
+        return self.finish()
+
+    def children(self) -> list[Child]:
+        return [c for group in self.running.values() for c in group]
+
+    def poll_sweep(self, now: bool = False) -> None:
+        """Queue the candidates that another command (a second launcher, refine --launch)
+        recorded in sweep.json since this launcher last looked."""
+        if not now and time.monotonic() - self.swept_at < SWEEP_POLL_S:
+            return
+        self.swept_at = time.monotonic()
+        try:
+            sweep = self.spec.sweep_dir.load()
+        except Exception as exc:  # noqa: BLE001 - a torn read or a blip: look again later
+            log.warning("could not read %s: %s", self.spec.sweep_dir.sweep_uri, exc)
+            return
+        for candidate in sweep.candidates if sweep else []:
+            if candidate.run in self.known:
+                continue
+            self.known.add(candidate.run)
+            if self.spec.sweep_dir.run(candidate.run).is_complete():
+                log.info("%s: added to the sweep, already complete", candidate.run)
+                continue
+            log.info("%s: added to the sweep by another command; queued", candidate.run)
+            self.todo.append(candidate)
+
+    def start_trainers(self) -> None:
+        while self.todo and len(self.running) < self.parallel:
+            candidate = self.todo.popleft()
+            if _trainer_live(self.spec, candidate.run):
+                log.info(
+                    "%s: another trainer holds it (its lease is live); waiting for that one",
+                    candidate.run,
+                )
+                self.held[candidate.run] = candidate
+                continue
+            self.running[candidate.run] = [
                 Child(
                     _worker_name(candidate.run, i),
                     argv,
-                    worker_log(logs, candidate.run, i),
+                    worker_log(self.logs, candidate.run, i),
                     _TRAINER_NEWS,
                     niceness=TRAINER_NICENESS,
                 )
-                for i, argv in enumerate(trainer_commands(spec, candidate.lr))
+                for i, argv in enumerate(trainer_commands(self.spec, candidate.lr))
             ]
-        for name, group in list(running.items()):
+
+    def reap_trainers(self) -> None:
+        for name, group in list(self.running.items()):
             codes = [child.poll() for child in group]
             if any(code is None for code in codes):
                 continue  # a run is over when every one of its workers has exited
-            del running[name]
-            complete = spec.sweep_dir.run(name).is_complete()
-            code = next((c for c in codes if c), 0)  # the chief's, else the first worker's
-            if code == 0 and complete:
-                log.info("%s: finished, exit code 0 (%.0f s)", name, group[0].elapsed())
+            del self.running[name]
+            self._ended(name, group, codes)
+
+    def _ended(self, name: str, group: list[Child], codes: list[int | None]) -> None:
+        code = next((c for c in codes if c), 0)  # the chief's, else the first worker's
+        if self.spec.sweep_dir.run(name).is_complete():
+            # Whatever the code: a trainer that found another one on its run (exit 2) and
+            # waited for it sees the run complete too; nothing is left to do.
+            by = "" if code == 0 else " (by another trainer)"
+            log.info("%s: finished%s, exit code %d (%.0f s)", name, by, code, group[0].elapsed())
+            return
+        if _trainer_live(self.spec, name):
+            log.info("%s: exit code %d: another trainer holds it; waiting for that one", name, code)
+            self.held[name] = _candidate(self.spec, name)
+            return
+        self.failed[name] = code
+        for child, own in zip(group, codes, strict=True):
+            if own or child is group[0]:
+                _report_failure(child, own or 0, "" if own else " but the run is not complete")
+
+    def watch_held(self) -> None:
+        """A run another process trains is done when it is complete; if that process went away
+        before, the run is queued again (it resumes from its last checkpoint)."""
+        for name, candidate in list(self.held.items()):
+            if self.spec.sweep_dir.run(name).is_complete():
+                log.info("%s: finished by another trainer", name)
+            elif not _trainer_live(self.spec, name):
+                log.info("%s: the other trainer is gone; queued again", name)
+                self.todo.append(candidate)
             else:
-                failed[name] = code
-                for child, own in zip(group, codes, strict=True):
-                    if own or child is group[0]:
-                        why = "" if own else " but the run is not complete"
-                        _report_failure(child, own, why)
-        if not evaluator_reported and evaluator.poll() not in (None, 0):
-            _report_failure(evaluator, evaluator.proc.returncode, "; the leaderboard may lag")
-            evaluator_reported = True
-        time.sleep(0.2)
-    if stopper.count:
-        _stop([*(c for group in running.values() for c in group), evaluator], stopper)
-        return 130
-    if failed:
-        # The evaluator waits for every run sweep.json names, so it would wait for the failed
-        # ones forever: stop it and score each run's latest checkpoint once instead.
-        _stop([evaluator], stopper)
-        if stopper.count > 0:
-            return 130
-        once = Child(
+                continue
+            del self.held[name]
+
+    def finish(self) -> int:
+        """Every run is over: the exit code says how the sweep ended."""
+        if self.failed:
+            # The evaluator waits for every run sweep.json names, so it would wait for the
+            # failed ones forever: stop it and score each run's latest checkpoint once instead.
+            _stop(self.evaluator.children(), self.stopper)
+            if self.stopper.count > 0:
+                return 130
+            if not self.evaluator.gave_up:
+                once = Child(
+                    "evaluator",
+                    evaluator_command(self.spec, once=True),
+                    os.path.join(self.logs, "evaluator.log"),
+                    _EVALUATOR_NEWS,
+                )
+                _wait([once], self.stopper)
+            failed = ", ".join(sorted(self.failed))
+            log.info("%d run(s) failed: %s", len(self.failed), failed)
+            return 130 if self.stopper.count else 1
+        if self.evaluator.gave_up:
+            return 1
+        log.info("evaluator: finished, exit code 0 (%.0f s)", self.evaluator.elapsed())
+        return 0
+
+
+class EvaluatorKeeper:
+    """The sweep's one evaluator, kept running while runs are left, as a Deployment would.
+
+    An evaluator that exits 0 has seen every run sweep.json named finished and scored; if runs
+    were added since, a new one starts at once. One that crashed (killed, out of memory, a
+    bug) starts again after EVALUATOR_BACKOFF_S; after that many crashes in a row (a run of
+    EVALUATOR_HEALTHY_S forgives them), one line says that the sweep goes on without it.
+    """
+
+    def __init__(self, spec: SweepSpec, logs: str) -> None:
+        self.spec, self.logs = spec, logs
+        self.child: Child | None = None
+        self.crashes = 0
+        self.not_before = 0.0  # monotonic: when the next start may happen
+        self.gave_up = False
+        self.done = False  # the last one exited 0 with nothing left to do
+        self._start()
+
+    def _start(self) -> None:
+        self.child = self.last = Child(
             "evaluator",
-            evaluator_command(spec, once=True),
-            os.path.join(logs, "evaluator.log"),
+            evaluator_command(self.spec),
+            os.path.join(self.logs, "evaluator.log"),
             _EVALUATOR_NEWS,
         )
-        _wait([once], stopper)
-        log.info("%d run(s) failed: %s", len(failed), ", ".join(sorted(failed)))
-        return 130 if stopper.count else 1
-    _wait([evaluator], stopper)
-    if stopper.count:
-        return 130
-    code = evaluator.poll()
-    if code:
-        _report_failure(evaluator, code, "")
-        return 1
-    log.info("evaluator: finished, exit code 0 (%.0f s)", evaluator.elapsed())
-    return 0
+        self.done = False
+
+    def children(self) -> list[Child]:
+        return [self.child] if self.child is not None else []
+
+    def elapsed(self) -> float:
+        """How long the last evaluator ran."""
+        return self.last.elapsed()
+
+    def tend(self, busy: bool) -> None:
+        """Look at the evaluator; start one if it is needed and due. busy: runs are left."""
+        if self.gave_up:
+            return
+        if self.child is not None:
+            code = self.child.poll()
+            if code is None:
+                return
+            self._exited(self.child, code, busy)
+            self.child = None
+        if (busy or not self.done) and time.monotonic() >= self.not_before:
+            self._start()
+
+    def _exited(self, child: Child, code: int, busy: bool) -> None:
+        if code == 0:
+            self.done, self.crashes = True, 0
+            if busy:
+                log.info("evaluator: exited 0 before runs added later ended; starting it again")
+            return
+        if child.elapsed() >= EVALUATOR_HEALTHY_S:
+            self.crashes = 0
+        if self.crashes >= len(EVALUATOR_BACKOFF_S):
+            _report_failure(child, code, "")
+            log.error(
+                "evaluator: exited non-zero %d times in a row; not restarted again: the runs "
+                "go on without scores or early stopping (score them later with python -m "
+                "evaluator --sweep-dir %s)",
+                self.crashes + 1,
+                self.spec.out,
+            )
+            self.gave_up = True
+            return
+        delay = EVALUATOR_BACKOFF_S[self.crashes]
+        self.crashes += 1
+        self.not_before = time.monotonic() + delay
+        _report_failure(child, code, f"; restarting it in {delay:.0f} s")
+
+
+def _run_names(sweep_dir: layout.SweepDir) -> list[str]:
+    try:
+        sweep = sweep_dir.load()
+    except Exception:  # noqa: BLE001 - read again by poll_sweep, which says why
+        return []
+    return sweep.run_names() if sweep else []
+
+
+def _candidate(spec: SweepSpec, name: str) -> layout.Candidate:
+    sweep = spec.sweep_dir.load()
+    return next(c for c in sweep.candidates if c.run == name)
+
+
+def _trainer_live(spec: SweepSpec, run: str) -> bool:
+    """Another live trainer holds the run's lease (one of another launcher, or started by hand)."""
+    from launcher.status import lease_live
+
+    return lease_live(spec.sweep_dir.run(run).lease_uri)
 
 
 def _report_failure(child: Child, code: int, why: str) -> None:

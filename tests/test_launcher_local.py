@@ -2,9 +2,12 @@
 
 One scenario, in the order a user lives it (TensorFlow on 2 cores is slow, so it is shared):
 start a sweep, press Ctrl-C once a checkpoint exists (every child stops cleanly, exit 130),
-run the same command again (the stopped runs resume, the sweep finishes, the leaderboard is
-printed), and once more (nothing is retrained). Tiny runs: 75-pixel images, random weights,
-the head only, 4 steps.
+run the same command again and SIGKILL that launcher (its children end with it), run it again
+(the stopped runs resume; its evaluator, killed, is restarted; a second launcher on the same
+--out adds an lr and leaves the training to the first, --parallel holding across both; both
+exit 0 once the sweep is finished and every run scored, the leaderboard printed), and once
+more (nothing is retrained). Tiny runs: 75-pixel images, random weights, the head only, 4
+steps.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -28,9 +32,24 @@ FLAGS = ["--steps", "4", "--batch-size", "4", "--image-size", "75", "--weights",
          "--fine-tune", "head", "--checkpoint-every", "2"]  # fmt: skip
 
 
-def command(data: str, out: str, *extra: str) -> list[str]:
+def command(data: str, out: str, *extra: str, lrs: str = LRS) -> list[str]:
     return [sys.executable, "-m", "launcher", "sweep", "--data", data, "--out", out,
-            "--lrs", LRS, "--parallel", "3", *FLAGS, *extra]  # fmt: skip
+            "--lrs", lrs, "--parallel", "3", *FLAGS, *extra]  # fmt: skip
+
+
+def start(argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+
+
+def wait_until(condition, timeout: float, what: str, *procs: subprocess.Popen) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for proc in procs:
+            assert proc.poll() is None, (what, proc.communicate())
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
 
 
 def run(argv: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
@@ -87,27 +106,69 @@ def test_stop_resume_finish_and_rerun(data: str, tmp_path) -> None:  # noqa: ANN
     for name in ("lr-0.1", "lr-0.01", "lr-0.001", "evaluator"):
         assert os.path.exists(os.path.join(out, "logs", f"{name}.log"))
 
-    # 2. The same command again: runs resume, the sweep finishes, the leaderboard is printed.
-    done = run(command(data, out))
+    # 2. The same command again, SIGKILLed once its children run: they end with it (Linux's
+    # parent-death signal), none trains on with its output going nowhere.
+    killed = start(command(data, out))
+    wait_until(
+        lambda: _children(out, "trainer") and _children(out, "evaluator"),
+        300, "trainers and the evaluator", killed,
+    )  # fmt: skip
+    killed.kill()
+    killed.communicate()
+    wait_until(
+        lambda: not _children(out, "trainer") and not _children(out, "evaluator"),
+        120, "the killed launcher's children to end",
+    )  # fmt: skip
+
+    # 3. Again: runs resume, the sweep finishes, the leaderboard is printed. Meanwhile its
+    # evaluator is SIGKILLed (it is restarted and scores on), and a second launcher on the same
+    # --out adds lr 0.05: it leaves the training to this one, which queues the new run.
+    proc = start(command(data, out))
+    trainers_at_once = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            trainers_at_once.append(len(_children(out, "trainer")))
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    wait_until(lambda: _children(out, "evaluator"), 300, "the evaluator", proc)
+    os.kill(_children(out, "evaluator")[0], signal.SIGKILL)
+    second = start(command(data, out, lrs=LRS + ",0.05"))
+    stdout, stderr = proc.communicate(timeout=900)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    second_out, second_err = second.communicate(timeout=600)
+    sampling.set()
+    sampler.join()
     assert done.returncode == 0, done.stderr[-3000:]
-    assert all(sweep_dir.run(name).is_complete() for name in ("lr-0.1", "lr-0.01", "lr-0.001"))
+    assert second.returncode == 0, second_err[-3000:]
+    assert "another launcher runs this sweep" in second_err
+    assert "lr-0.05: started" not in second_err  # it trained nothing itself
+    assert "lr-0.05: added to the sweep by another command; queued" in done.stderr
+    assert "evaluator: failed, exit code -9; restarting it in 5 s" in done.stderr
+    assert max(trainers_at_once) <= 3, trainers_at_once  # --parallel 3, across both launchers
+    names = ("lr-0.1", "lr-0.01", "lr-0.001", "lr-0.05")
+    assert all(sweep_dir.run(name).is_complete() for name in names)
     assert "resumed from checkpoint" in done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == f"leaderboard of {out}:"
-    table = lines[1:5]
+    table = lines[1:6]
     assert table[0].split() == ["run", "lr", "state", "step", "loss", "best", "top-1", "at", "step",
                                 "complete", "eval", "lag", "why", "stopped"]  # fmt: skip
     assert sum(line.startswith("*") for line in table[1:]) == 1
     complete_at = table[0].index("complete")  # the column, whatever follows it
     assert {line[complete_at:].split()[0] for line in table[1:]} == {"yes"}
     assert f"TensorBoard: tensorboard --logdir {out}" in done.stdout
+    assert f"leaderboard of {out}:" in second_out
     board = sweep_dir.leaderboard()
-    assert {row["run"] for row in board["runs"]} == {"lr-0.1", "lr-0.01", "lr-0.001"}
+    assert {row["run"]: row["last_step"] for row in board["runs"]} == dict.fromkeys(names, 4)
 
     # 3. Once more: nothing is retrained.
     again = run(command(data, out))
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("already complete, not retrained") == 3
+    assert again.stderr.count("already complete, not retrained") == 4
     assert "-m trainer" not in again.stderr and "lr-0.1: started" not in again.stderr
     assert "leaderboard of" in again.stdout
 

@@ -65,6 +65,29 @@ def make_data(root: str, per_class: int, val_per_class: int) -> str:
     return data
 
 
+def make_photos(root: str) -> str:
+    """benchmarks/photos.py's held-out object photos, preprocessed; reused when already there."""
+    from benchmarks import photos
+
+    images, data = os.path.join(root, "photos"), os.path.join(root, "photo-data")
+    if not os.path.exists(os.path.join(data, "dataset.json")):
+        photos.make(images)
+        subprocess.run(
+            [sys.executable, "-m", "preprocess", "--train-dir", os.path.join(images, "train"),
+             "--val-dir", os.path.join(images, "val"), "--out", data],
+            check=True, cwd=REPO, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    return data
+
+
+def imagenet_weights(root: str) -> str:
+    """`python -m trainer weights` into the work dir (it keeps a valid file)."""
+    path = os.path.join(root, "inception_v3_notop.h5")
+    subprocess.run([sys.executable, "-m", "trainer", "weights", "--out", path], check=True,
+                   cwd=REPO, stderr=subprocess.DEVNULL)  # fmt: skip
+    return path
+
+
 class LagWatch:
     """Polls leaderboard.json while a sweep runs: the largest evaluator lag it shows."""
 
@@ -98,7 +121,7 @@ def run_sweep(args: argparse.Namespace, data: str, rule: str) -> dict:
         sys.executable, "-m", "launcher", "sweep", "--backend", "local", "--data", data,
         "--out", out, "--lrs", LRS, "--parallel", str(args.parallel),
         "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-        "--image-size", str(args.image_size), "--weights", "none", "--optimizer", "adam",
+        "--image-size", str(args.image_size), "--weights", args.weights, "--optimizer", "adam",
         "--lr-schedule", "cosine", "--checkpoint-every", str(args.checkpoint_every),
         "--log-every", str(args.checkpoint_every), "--keep-checkpoints", "100",
     ]  # fmt: skip
@@ -165,6 +188,18 @@ def main() -> None:
     parser.add_argument("--val-per-class", type=int, default=10)
     parser.add_argument("--work", default=None, help="working folder (default: a new temp dir)")
     parser.add_argument(
+        "--weights",
+        choices=("imagenet", "none"),
+        default="imagenet",
+        help="imagenet: the file `python -m trainer weights` writes (default); none: random",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=("sample", "photos"),
+        default="sample",
+        help="sample: scikit-image's photos, cropped (default); photos: benchmarks/photos.py",
+    )
+    parser.add_argument(
         "--keep-checkpoints",
         action="store_true",
         help="keep each sweep's checkpoints (default: removed once the sweep is summarised)",
@@ -172,10 +207,16 @@ def main() -> None:
     args = parser.parse_args()
     args.work = args.work or tempfile.mkdtemp(prefix="bench-early-stop-")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    data = make_data(args.work, args.per_class, args.val_per_class)
+    if args.dataset == "photos":
+        data = make_photos(args.work)
+    else:
+        data = make_data(args.work, args.per_class, args.val_per_class)
+    if args.weights == "imagenet":
+        args.weights = imagenet_weights(args.work)
 
     results = [run_sweep(args, data, rule) for rule in args.rules.split(",")]
-    print(f"lrs {LRS}, {args.steps} steps each, batch {args.batch_size}, {args.image_size} px, "
+    print(f"{args.dataset}, weights {os.path.basename(args.weights)}; "
+          f"lrs {LRS}, {args.steps} steps each, batch {args.batch_size}, {args.image_size} px, "
           f"checkpoint every {args.checkpoint_every}, grace {args.grace}, eta {args.eta}, "
           f"{args.parallel} at a time, {os.cpu_count()} cores; work dir {args.work}")  # fmt: skip
     print(f"{'rule':<7} {'steps':>6} {'seconds':>8} {'best lr':>8} {'top-1':>7}  "

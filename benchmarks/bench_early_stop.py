@@ -50,6 +50,14 @@ sys.path.insert(0, REPO)
 LRS = "1.0,0.1,0.01,0.001,0.0001"
 
 
+def _preprocess(images: str, data: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "preprocess", "--train-dir", os.path.join(images, "train"),
+         "--val-dir", os.path.join(images, "val"), "--out", data],
+        check=True, cwd=REPO, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def make_data(root: str, per_class: int, val_per_class: int) -> str:
     """The sample folder (scikit-image's photos), preprocessed; reused when already there."""
     from preprocess.sample import make_sample_folders
@@ -57,11 +65,7 @@ def make_data(root: str, per_class: int, val_per_class: int) -> str:
     images, data = os.path.join(root, "images"), os.path.join(root, "data")
     if not os.path.exists(os.path.join(data, "dataset.json")):
         make_sample_folders(images, per_class=per_class, size=120, val_per_class=val_per_class)
-        subprocess.run(
-            [sys.executable, "-m", "preprocess", "--train-dir", os.path.join(images, "train"),
-             "--val-dir", os.path.join(images, "val"), "--out", data],
-            check=True, cwd=REPO, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        _preprocess(images, data)
     return data
 
 
@@ -72,11 +76,7 @@ def make_photos(root: str) -> str:
     images, data = os.path.join(root, "photos"), os.path.join(root, "photo-data")
     if not os.path.exists(os.path.join(data, "dataset.json")):
         photos.make(images)
-        subprocess.run(
-            [sys.executable, "-m", "preprocess", "--train-dir", os.path.join(images, "train"),
-             "--val-dir", os.path.join(images, "val"), "--out", data],
-            check=True, cwd=REPO, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        _preprocess(images, data)
     return data
 
 

@@ -107,7 +107,9 @@ SLOWEST_FIRST = [
     "tests.test_trainer_resume",  # 140
     "tests.test_trainer_workers",  # 140
     "tests.test_trainer_replicas",  # 120
+    "tests.test_transfer",  # 100: two trainers and two evaluators
     "tests.test_trainer_run",  # 100
+    "tests.test_imagenet_weights",  # 60
     "tests.test_model",  # 85
     "tests.test_early_stop_trainer",  # 80
 ]

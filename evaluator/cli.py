@@ -53,6 +53,13 @@ def eval_parser() -> ArgumentParser:
         "added to the sweep later; for a long-running evaluator in a cluster",
     )
     parser.add_argument(
+        "--keep-best",
+        type=positive_int,
+        default=3,
+        metavar="K",
+        help="keep the newest K exports under best/ (default 3), never removing the best",
+    )
+    parser.add_argument(
         "--metrics-port", type=port, metavar="N", help="serve Prometheus metrics on this port"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -75,6 +82,7 @@ def predict_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    storage.bound_tensorflow_gcs()  # before TensorFlow's gs:// reads its retry settings
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["predict"]:
         return predict_main(argv[1:])
@@ -110,6 +118,7 @@ def eval_main(argv: list[str]) -> int:
         log.info("serving Prometheus metrics on port %d", args.metrics_port)
 
     from evaluator import watch  # TensorFlow loads here, after the arguments are checked
+    from evaluator.signals import Shutdown
 
     options = watch.Options(
         target=target,
@@ -120,13 +129,16 @@ def eval_main(argv: list[str]) -> int:
         batch_size=args.batch_size,
         keep_running=args.keep_running,
         metrics=metrics,
+        keep_best=args.keep_best,
+        # SIGTERM (a rollout, a drain) in watch mode: finish the current write, exit 0.
+        shutdown=Shutdown() if args.once else Shutdown().install(),
     )
     if args.once:
         board, finished = watch.run_once(options), True
     else:
         board, finished = watch.watch(options)
     print_verdict(board)
-    return 0 if finished else 3
+    return 0 if finished or options.shutdown.requested else 3
 
 
 def print_verdict(board: dict) -> None:

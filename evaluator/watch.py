@@ -10,6 +10,13 @@ age of the oldest since it was written) is a metric and goes into leaderboard.js
 Early stopping: with a rule in sweep.json, after each round the rule (evaluator.stopping)
 judges the running runs on their scores and a verdict becomes runs/<run>/stop.json, written
 once. A run with a stop.json is finished here: never scored or judged again.
+
+Stopping: SIGTERM (evaluator.signals) is seen between checkpoints and in the sleep between
+rounds; the write in progress completes, the lease is released, watch() returns.
+
+best/: each new best checkpoint is exported to best/<version>/ (version: milliseconds since
+the epoch, so newer sorts later); only the newest `keep_best` exports are kept, and never is
+the current best removed, whatever its age.
 """
 
 from __future__ import annotations
@@ -26,12 +33,14 @@ from evaluator import leaderboard, stopping
 from evaluator.evaluate import CheckpointUnreadable, Evaluator, RunSetup
 from evaluator.ledger import Ledger
 from evaluator.metrics import EvalMetrics
+from evaluator.signals import Shutdown
 from evaluator.summaries import EvalSummaries
 
 log = logging.getLogger("evaluator")
 
 BROKEN_RETRY_S = 300.0  # how often a broken run is looked at again
 BUSY_LEADERBOARD_S = 30.0  # leaderboard refreshes while checkpoints are still waiting
+DEFAULT_KEEP_BEST = 3  # best/ exports kept: the current best and the two before it
 
 
 @dataclasses.dataclass
@@ -45,6 +54,8 @@ class Options:
     max_attempts: int = 3  # reads of an unreadable checkpoint before it is given up on
     keep_running: bool = False  # after every run is done, keep watching for runs added later
     metrics: EvalMetrics = dataclasses.field(default_factory=EvalMetrics)
+    keep_best: int = DEFAULT_KEEP_BEST  # newest best/ exports kept (the current best always)
+    shutdown: Shutdown = dataclasses.field(default_factory=Shutdown)  # SIGTERM's flag
 
 
 class RunBroken(Exception):
@@ -258,6 +269,8 @@ class Session:
             current = self.best_export or {}
             if (current.get("run"), current.get("step")) != (top["run"], top["best_step"]):
                 self.best_export = self.export_best(top)
+                if self.best_export and self.best_export is not current:
+                    self.prune_best(self.best_export["export"])
         self.lease.check()
         return leaderboard.write(
             self.leaderboard_uri, rows, self.best_export, self.broken, stopped, self.lag
@@ -286,6 +299,31 @@ class Session:
             out,
         )
         return {"run": run.name, "step": checkpoint.step, "top1": row["best_top1"], "export": out}
+
+    def prune_best(self, current: str) -> list[str]:
+        """Remove best/ exports beyond the newest keep_best, never `current`; what went.
+
+        Only complete exports named as this evaluator names them (digits) are counted or
+        removed: anything else under best/ is someone else's.
+        """
+        best_dir = storage.join(self.out_dir, layout.BEST)
+        versions = sorted(
+            (v for v in storage.list_dirs(best_dir) if storage.basename(v).isdigit()),
+            key=lambda v: int(storage.basename(v)),
+        )
+        keep = set(versions[-self.options.keep_best :]) | {current.rstrip("/")}
+        removed = []
+        for version in versions:
+            if version not in keep:
+                import tensorflow as tf
+
+                self.lease.check()
+                tf.io.gfile.rmtree(version)
+                removed.append(version)
+        if removed:
+            log.info("removed %d older best export(s), keeping the newest %d",
+                     len(removed), self.options.keep_best)  # fmt: skip
+        return removed
 
     def finished(self, runs: list[RunDir]) -> bool:
         """Every run (and every run sweep.json promises) complete, with nothing left to score.
@@ -330,6 +368,8 @@ class Session:
                 catch_up[run.name] = (run, newest)
         progressed = False
         for run, checkpoint in (work or catch_up).values():
+            if self.options.shutdown.requested:
+                break  # stopping: the next evaluator scores the rest
             try:
                 progressed |= self.evaluate(run, checkpoint)
             except RunBroken as exc:
@@ -507,7 +547,7 @@ def _watch(session: Session, options: Options) -> tuple[dict, bool]:
     board_every = max(options.interval, BUSY_LEADERBOARD_S)
     dirty = False  # scores recorded since the leaderboard was written
     idle_said = False
-    while True:
+    while not options.shutdown.requested:
         started = time.monotonic()
         runs = session.runs()
         stops_before = session.stops_made
@@ -529,4 +569,6 @@ def _watch(session: Session, options: Options) -> tuple[dict, bool]:
             log.warning("no new checkpoint for %.0f s; stopping", options.timeout)
             return board, False
         if not busy:
-            time.sleep(max(0.0, options.interval - (time.monotonic() - started)))
+            options.shutdown.wait(options.interval - (time.monotonic() - started))
+    log.info("stopped on request; the next evaluator goes on from the recorded scores")
+    return board or {}, False

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
+from common import storage
 from common.data import preprocess_for_eval
 
 if TYPE_CHECKING:
@@ -28,7 +29,22 @@ def is_complete_export(uri: str) -> bool:
 
 
 def export_model(model: keras.Model, labels: list[str], image_size: int, out_uri: str) -> None:
-    """Write the SavedModel and labels.txt under out_uri (a local path or gs://)."""
+    """Write the SavedModel and labels.txt under out_uri (a local path or gs://).
+
+    A full disk is storage.DiskFull (one sentence naming out_uri, exit code 1); what was
+    written is an incomplete export (no labels.txt), which readers skip and the evaluator
+    removes.
+    """
+    try:
+        _write_export(model, labels, image_size, out_uri)
+    except (tf.errors.OpError, OSError) as exc:
+        full = storage.disk_full_error(exc, out_uri)
+        if full is None:
+            raise
+        raise full from exc
+
+
+def _write_export(model: keras.Model, labels: list[str], image_size: int, out_uri: str) -> None:
     if len(labels) != model.output_shape[-1]:
         raise ValueError(f"{len(labels)} labels for a model with {model.output_shape[-1]} classes")
     label_names = tf.constant(labels, tf.string)

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from common import storage
 from common.cli import run_main, setup_logging
 from common.lease import Lease
 from trainer.config import parse_args
@@ -20,6 +21,7 @@ log = logging.getLogger("trainer")
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    storage.bound_tensorflow_gcs()  # before TensorFlow's gs:// reads its retry settings
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["weights"]:
         from trainer import imagenet

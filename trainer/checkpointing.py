@@ -21,9 +21,15 @@ import tensorflow as tf
 
 from common.cli import UserError, first_line
 from common.layout import CHECKPOINT_NAME
+from common.storage import StorageUnavailable
 from trainer.metrics import TrainMetrics
 
 log = logging.getLogger("trainer")
+
+# What TensorFlow's gs:// raises once its (bounded, see common.storage) retries are spent: an
+# outage or a lost bucket, which a later attempt may get past.
+STORAGE_FAILURES = (tf.errors.AbortedError, tf.errors.UnavailableError,
+                    tf.errors.DeadlineExceededError)  # fmt: skip
 
 
 class Checkpointer:
@@ -105,7 +111,7 @@ class Checkpointer:
         start = time.perf_counter()
         if self.chief:
             self.before_save()
-            path = self.manager.save(checkpoint_number=step)
+            path = self._save_here(step)
         else:
             self._save_and_discard(step)
         seconds = time.perf_counter() - start
@@ -116,6 +122,17 @@ class Checkpointer:
             log.info("saved checkpoint %s (%.2f s)", path, seconds)
         else:
             log.info("checkpoint at step %d: the chief keeps it (%.2f s)", step, seconds)
+
+    def _save_here(self, step: int) -> str:
+        """Save into the run dir; storage that keeps failing is one sentence, exit code 1."""
+        try:
+            return self.manager.save(checkpoint_number=step)
+        except STORAGE_FAILURES as exc:
+            raise StorageUnavailable(
+                f"could not save the checkpoint of step {step} to {self.directory}: "
+                f"{first_line(exc, 200)}; started again, the run resumes from its last "
+                "checkpoint."
+            ) from exc
 
     def _save_and_discard(self, step: int) -> None:
         """A non-chief worker's part in a save: the same collectives, nothing kept."""

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from common import data, layout
+from common import data, layout, storage
 from common.cli import UserError, first_line
 from common.export import export_model
 from common.lease import Lease
@@ -187,11 +187,7 @@ def run(
             raise
         raise worker_lost(exc) from exc
     except tf.errors.ResourceExhaustedError as exc:
-        raise UserError(
-            f"out of memory with --batch-size {config.batch_size} at --image-size "
-            f"{config.image_size} ({first_line(exc)}); try a smaller batch. Training resumes "
-            "from the last checkpoint."
-        ) from exc
+        raise resource_exhausted(exc, config) from exc
     finally:
         stop_file.close()
     summaries.close()
@@ -228,6 +224,20 @@ def _fit_head(plan: Plan, model: keras.Model, chief: bool) -> None:
         "train top-1 %.3f, loss %.3f",
         fit.examples, fit.seconds, fit.top1, fit.loss,
     )  # fmt: skip
+
+
+def resource_exhausted(exc: tf.errors.ResourceExhaustedError, config: TrainConfig) -> Exception:
+    """What to tell a person about a ResourceExhaustedError: TensorFlow raises it for a full
+    disk (ENOSPC while saving a checkpoint or a summary) as well as for memory, and only its
+    message tells them apart; advice to shrink the batch would be wrong for a disk."""
+    full = storage.disk_full_error(exc, config.run_dir)
+    if full is not None:
+        return full
+    return UserError(
+        f"out of memory with --batch-size {config.batch_size} at --image-size "
+        f"{config.image_size} ({first_line(exc)}); try a smaller batch. Training resumes "
+        "from the last checkpoint."
+    )
 
 
 def _build(plan: Plan, mixed: bool) -> _Trainee:

@@ -13,7 +13,17 @@ evaluator's largest lag seen in leaderboard.json (checkpoints waiting, age of th
 Target: asha needs at least 40% fewer steps than none, with the same best lr and a top-1
 within 0.02.
 
-Measured on 2 cores (2026-11-30, these defaults, 65 min in all):
+Measured from ImageNet weights on 2 cores (2026-12-02, `--dataset photos --steps 120`, 14 min):
+
+    rule     steps  seconds  best lr   top-1  max eval lag           stopped
+    none       600      280   0.0001  0.7544  12 ckpts, 171 s        -
+    asha       489      284   0.0001  0.7544  7 ckpts, 116 s         lr-0.01@80, lr-0.1@80, lr-1@89
+    median     493      272   0.0001  0.7895  6 ckpts, 101 s         lr-0.001@67, lr-0.01@66
+
+asha: 19% fewer steps, target missed: the verdicts at the rung of step 40 reached the runs 40
+to 50 steps late (the evaluator's lag above), and 120-step runs leave little after the rung.
+
+Measured from random weights on 2 cores (2026-11-30, `--weights none --steps 300`, 65 min):
 
     rule     steps  seconds  best lr   top-1  max eval lag           stopped
     none      1500     1297    0.001  1.0000  4 ckpts, 0 s           -

@@ -2,11 +2,12 @@
 
     .venv/bin/python benchmarks/bench_early_stop.py [--rules none,median,asha] [--steps 300]
 
-Data: the sample folder `python -m preprocess sample` makes from scikit-image's photos (6
-classes), with a larger validation split (10 a class: top-1 moves in steps of 1/60), preprocessed
-into TFRecords. Each sweep is `python -m launcher sweep --backend local` over lrs 1.0, 0.1,
-0.01, 0.001, 0.0001 (all at once: --parallel 5), small and fast enough for 2 CPU cores: 80-px
-images, random weights, adam, a checkpoint every 20 steps (which also makes the evaluator's lag
+Data (`--dataset`): the sample folder `python -m preprocess sample` makes from scikit-image's
+photos (6 classes, 10 validation images a class), or `photos`, the held-out object photos of
+benchmarks/photos.py; preprocessed into TFRecords. Weights (`--weights`): ImageNet, written by
+`python -m trainer weights`, or `none`. Each sweep is `python -m launcher sweep --backend local`
+over lrs 1.0, 0.1, 0.01, 0.001, 0.0001 (all at once: --parallel 5), small and fast enough for 2
+CPU cores: 80-px images, adam, a checkpoint every 20 steps (which also makes the evaluator's lag
 visible). Printed per rule: training steps done in all (a run stopped early counts the steps it
 trained), wall seconds of the sweep, the best run's lr and top-1, the runs stopped, and the
 evaluator's largest lag seen in leaderboard.json (checkpoints waiting, age of the oldest).

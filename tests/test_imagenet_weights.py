@@ -8,6 +8,7 @@ the check catches a conversion gone wrong.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -86,3 +87,18 @@ def test_the_check_catches_a_wrong_kernel_layout(imagenet_weights: str, tmp_path
     imagenet.write_keras_h5(backbone, broken, imagenet.PACKAGE_SOURCE)
     with pytest.raises(UserError, match="the conversion is wrong"):
         imagenet.check(broken, imagenet.PACKAGE_SOURCE)
+
+
+def test_a_valid_file_in_a_bucket_is_checked_there_and_kept(
+    imagenet_weights: str, gcs_bucket: str
+) -> None:
+    """--out gs://...: the command reads the object back through the storage module and checks it
+    (the GCS emulator; the trainer reads it the same way for --weights gs://...)."""
+    from common import storage
+
+    uri = storage.join(gcs_bucket, "weights", "inception_v3_notop.h5")
+    storage.upload_file(imagenet_weights, uri)
+    done = _weights_command("--out", uri)
+    assert done.returncode == 0, done.stderr
+    assert f"{uri} is already valid ImageNet weights" in done.stderr
+    assert storage.size(uri) == os.path.getsize(imagenet_weights)

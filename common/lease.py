@@ -62,6 +62,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def holder_gone(holder: dict[str, Any]) -> bool:
+    """The holder is a process on this very host that no longer runs: a SIGKILLed holder
+    leaves a lease that looks fresh for up to its ttl, and its pid settles that at once."""
+    pid = holder.get("pid")
+    return (
+        holder.get("host") == _host()
+        and isinstance(pid, int)
+        and pid > 0
+        and pid != os.getpid()
+        and not _pid_alive(pid)
+    )
+
+
 def describe(holder: dict[str, Any]) -> str:
     """`host h, pid 12, since 2026-...`: who holds a lease, for a sentence."""
     host, pid, since = (holder.get(k, "?") for k in ("host", "pid", "since"))
@@ -124,10 +137,8 @@ class Lease:
     def _free(self, holder: dict, version: str, watched: tuple[str, float] | None) -> bool:
         if holder.get("released"):
             return True
-        pid = holder.get("pid")
-        same_host = holder.get("host") == _host() and isinstance(pid, int)
-        if same_host and pid != os.getpid() and not _pid_alive(pid):
-            return True  # its process is gone on this very host: no need to wait
+        if holder_gone(holder):
+            return True  # no need to wait out its ttl
         renewed = holder.get("renewed")
         if isinstance(renewed, (int, float)) and time.time() - renewed > 2 * self.ttl_s:
             return True

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import socket
 import time
 from typing import Any
 
 from common import layout, storage
 from common.cli import UserError
+from common.lease import holder_gone
 from launcher import names
 
 Obj = dict[str, Any]
@@ -142,11 +141,11 @@ def _lease_live(run: layout.RunDir) -> bool:
 def lease_live(uri: str) -> bool:
     """Whether the holder of the lease at `uri` is alive now.
 
-    A holder on this host is alive while its process is: a SIGKILLed trainer leaves a lease
-    that looks fresh for minutes, and its pid settles that at once, as Lease.acquire does. A
-    holder elsewhere is judged by its last renewal, against the lease's own wall-clock limit
-    (2 ttl: machines' clocks may disagree a little). An unreadable lease counts as not held
-    (status only says what runs; the lease itself decides who may write).
+    A holder on this host is alive while its process is (common.lease.holder_gone, as
+    Lease.acquire judges it). A holder elsewhere is judged by its last renewal, against the
+    lease's own wall-clock limit (2 ttl: machines' clocks may disagree a little). An
+    unreadable lease counts as not held (status only says what runs; the lease itself decides
+    who may write).
     """
     try:
         holder = layout.read_json_or_none(uri, "lease")
@@ -157,21 +156,9 @@ def lease_live(uri: str) -> bool:
     renewed, ttl = holder.get("renewed"), holder.get("ttl_s", 90)
     if not isinstance(renewed, (int, float)) or not isinstance(ttl, (int, float)):
         return False
-    pid = holder.get("pid")
-    here = holder.get("host") == socket.gethostname() and isinstance(pid, int) and pid > 0
-    if here and not _pid_alive(pid):
+    if holder_gone(holder):
         return False
     return time.time() - renewed < 2 * float(ttl)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 # ---------------------------------------------------------------- cluster

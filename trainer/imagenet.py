@@ -304,15 +304,15 @@ def main(argv: list[str]) -> int:
     if storage.exists(out) and not options.force:
         with tempfile.TemporaryDirectory(prefix="trainer-weights-") as workdir:
             local = _local_copy(out, workdir)
+            source = source_of(local)
             try:
-                check(local, source_of(local))
+                check(local, source)
             except UserError as exc:
                 raise UserError(
                     f"--out {out} exists and is not valid ImageNet weights ({exc}); pass --force "
                     "to replace it."
                 ) from exc
-            log.info("%s is already valid ImageNet weights (%s); nothing to do", out,
-                     source_of(local))  # fmt: skip
+            log.info("%s is already valid ImageNet weights (%s); nothing to do", out, source)
         return 0
     storage.check_writable_location(out)
     with tempfile.TemporaryDirectory(prefix="trainer-weights-") as workdir:

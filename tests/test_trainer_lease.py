@@ -99,13 +99,24 @@ def test_a_trainer_that_lost_its_lease_stops_without_writing(data: str, tmp_path
 
 
 def test_a_shard_damaged_inside_is_named_and_fails_at_once(tmp_path) -> None:  # noqa: ANN001
+    _damaged_shard_is_named(tmp_path, *FLAGS)
+
+
+def test_a_shard_damaged_inside_is_named_when_the_head_fit_reads_it(
+    tmp_path, imagenet_weights: str
+) -> None:  # noqa: ANN001
+    """From ImageNet weights the head fit reads the training split before the first step."""
+    _damaged_shard_is_named(tmp_path, *FLAGS, "--weights", imagenet_weights)
+
+
+def _damaged_shard_is_named(tmp_path, *flags: str) -> None:  # noqa: ANN001
     data = str(tmp_path / "data")
     write_dataset(data, train_per_class=8, val_per_class=2, train_shards=1)
     shard = os.path.join(data, "train-00000-of-00001")
     with open(shard, "r+b") as f:  # same size (so the size check passes), flipped bytes
         f.seek(os.path.getsize(shard) // 2)
         f.write(b"\xff" * 64)
-    done = run_trainer(data, str(tmp_path / "run"), *FLAGS)
+    done = run_trainer(data, str(tmp_path / "run"), *flags)
     assert done.returncode == 2, done.stderr  # a Job fails at once instead of retrying forever
     assert "Traceback" not in done.stderr
     (line,) = [line for line in error_lines(done.stderr) if line.startswith("error: ")]

@@ -39,6 +39,12 @@ def _checkpoint_steps(run_dir: str) -> list[int]:
     return sorted({int(m.group(1)) for n in names if (m := re.match(r"ckpt-(\d+)\.index$", n))})
 
 
+def _latest_step(run_dir: str) -> int:
+    """The step of the checkpoint the state file names (0 before the first)."""
+    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
 def _saved_step(run_dir: str) -> int:
     latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     return int(tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
@@ -63,7 +69,9 @@ def test_sigterm_then_sigkill_then_resume_to_the_exact_step(tmp_path) -> None:  
     # 2. Resume, then SIGKILL (no chance to save) after the checkpoint at step 12.
     log2 = str(tmp_path / "2.log")
     proc = start_trainer(data, run_dir, *FLAGS, log_path=log2)
-    wait_for(lambda: 12 in _checkpoint_steps(run_dir), 180, "the checkpoint at step 12", proc)
+    # The checkpoint state file, written after the checkpoint's own files, is what makes step
+    # 12 the one to resume from: a kill between the two resumes from the one before.
+    wait_for(lambda: _latest_step(run_dir) >= 12, 180, "the checkpoint at step 12", proc)
     proc.kill()
     proc.wait(timeout=30)
     log = _read(log2)

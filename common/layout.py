@@ -190,6 +190,13 @@ class RunDir:
     def has_hparams(self) -> bool:
         return storage.exists(self.hparams_uri)
 
+    def sweep(self) -> SweepDir | None:
+        """The sweep this run dir sits in (<sweep>/runs/<run>), None for a lone run dir."""
+        parent = self.uri.rstrip("/").rsplit("/", 1)[0]
+        if storage.basename(parent) != RUNS or parent.count("/") < 1:
+            return None
+        return SweepDir(parent.rsplit("/", 1)[0])
+
     def hparams(self) -> dict[str, Any] | None:
         return read_object(self.hparams_uri, "hyperparameters", HPARAMS_FIELDS)
 
@@ -258,7 +265,7 @@ EARLY_STOP_RULES = ("none", "median", "asha")
 
 @dataclasses.dataclass(frozen=True)
 class EarlyStop:
-    """sweep.json's early-stopping rule: which one, and its parameters (evaluator.stopping).
+    """sweep.json's early-stopping rule: which one, and its parameters (common.early_stop).
 
     grace: no run is stopped before this step, and asha's first rung is there; None: a tenth
     of the runs' steps. eta: asha keeps the top 1/eta at each rung, the next rung is eta times

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 
 import tensorflow as tf
 
@@ -13,7 +12,7 @@ from common import manifest as manifest_mod
 from common.cli import UserError, first_line
 from common.layout import Checkpoint, RunDir
 from common.model import build_classifier
-from evaluator.scoring import Scorer
+from common.validation import score_split
 
 log = logging.getLogger("evaluator")
 
@@ -82,17 +81,4 @@ class Evaluator:
         """Scores over every validation example exactly once, and the confusion matrix."""
         self.restore(setup, checkpoint)
         _, predict = self.model_for(setup)
-        scorer = Scorer(setup.manifest.num_classes)
-        start = time.monotonic()
-        try:
-            for images, labels in self.dataset_for(setup):
-                scorer.add(predict(images).numpy(), labels.numpy())
-        except tf.errors.DataLossError as exc:
-            raise common_data.damaged_shard_error(
-                setup.data_uri, setup.manifest, "validation", exc
-            ) from exc
-        seconds = time.monotonic() - start
-        result = scorer.result(setup.manifest.labels)
-        result["seconds"] = round(seconds, 3)
-        result["examples_per_sec"] = round(scorer.count / seconds, 1) if seconds else None
-        return result, scorer.confusion.tolist()
+        return score_split(predict, self.dataset_for(setup), setup.data_uri, setup.manifest)

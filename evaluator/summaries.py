@@ -23,9 +23,10 @@ class EvalSummaries:
         eval_dir: str,
         step: int,
         result: dict,
-        confusion: list[list[int]],
+        confusion: list[list[int]] | None,
         labels: list[str],
     ) -> None:
+        """A result's scalars, and its confusion matrix as an image (when there is one)."""
         writer = self.writers.get(eval_dir)
         if writer is None:
             writer = self.writers[eval_dir] = tf.summary.create_file_writer(eval_dir)
@@ -51,7 +52,7 @@ def _write(
     writer: tf.summary.SummaryWriter,
     step: int,
     result: dict,
-    confusion: list[list[int]],
+    confusion: list[list[int]] | None,
     labels: list[str],
 ) -> None:
     with writer.as_default(step=step):
@@ -59,6 +60,8 @@ def _write(
         tf.summary.scalar("accuracy/top1", result["top1"])
         if result.get("top5") is not None:
             tf.summary.scalar("accuracy/top5", result["top5"])
+        if confusion is None:
+            return writer.flush()
         tf.summary.image(
             "confusion_matrix",
             confusion_image(np.asarray(confusion), labels)[None],

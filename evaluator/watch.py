@@ -7,9 +7,13 @@ see the present; only when no run has news does it catch up on the checkpoints i
 newest first, and the sweep is finished only when none is left. The lag (checkpoints waiting,
 age of the oldest since it was written) is a metric and goes into leaderboard.json.
 
-Early stopping: with a rule in sweep.json, after each round the rule (evaluator.stopping)
+Early stopping: with a rule in sweep.json, after each round the rule (common.early_stop)
 judges the running runs on their scores and a verdict becomes runs/<run>/stop.json, written
-once. A run with a stop.json is finished here: never scored or judged again.
+once. A run with a stop.json is finished here: never scored or judged again. A run whose
+trainer judges itself at its rungs (hparams.json's `rungs`, trainer.rungs) is not judged
+here, its rung checkpoints are left to its trainer while it trains, and the results the
+trainer records are taken in (the view, TensorBoard, the metrics) as this evaluator's own
+are; its scores count for every other run's verdict.
 
 Stopping: SIGTERM (evaluator.signals) is seen between checkpoints and in the sleep between
 rounds; the write in progress completes, the lease is released, watch() returns.
@@ -25,11 +29,12 @@ import dataclasses
 import logging
 import time
 
-from common import layout, storage
+from common import early_stop as stopping
+from common import layout, results, storage
 from common.cli import UserError, first_line
 from common.layout import Checkpoint, EarlyStop, RunDir, SweepDir
 from common.lease import Lease
-from evaluator import leaderboard, stopping
+from evaluator import leaderboard
 from evaluator.evaluate import CheckpointUnreadable, Evaluator, RunSetup
 from evaluator.ledger import Ledger
 from evaluator.metrics import EvalMetrics
@@ -140,13 +145,44 @@ class Session:
         """Checkpoints not scored yet, oldest first; none for a run asked to stop."""
         if self.stop_request(run) is not None:
             return []
-        done = self.ledger(run).steps
+        done = self.ledger(run).steps | self.left_to_trainer(run)
         pending = [c for c in run.checkpoints() if c.step not in done]
         for checkpoint in pending:
             key = (run.name, checkpoint.step)
             if key not in self.first_seen:
                 self.first_seen[key] = written_at(checkpoint)
         return pending
+
+    def left_to_trainer(self, run: RunDir) -> set[int]:
+        """The rung steps the run's trainer scores and judges itself (hparams.json's `rungs`,
+        trainer.rungs) while it trains; once the run is complete, any it left are ours."""
+        rungs = self.setups[run.name].hparams.get("rungs") if run.name in self.setups else None
+        if not isinstance(rungs, list) or self.completion(run) is not None:
+            return set()
+        return {step for step in rungs if isinstance(step, int)}
+
+    def judged_by_trainer(self, run: RunDir) -> bool:
+        """Whether the run's trainer applies the rule itself (at its rungs): not judged here."""
+        setup = self.setups.get(run.name)
+        return setup is not None and isinstance(setup.hparams.get("rungs"), list)
+
+    def take_in(self, run: RunDir) -> bool:
+        """Results others recorded since the last look (the trainer's rung results): into the
+        results.jsonl view, TensorBoard and the metrics, as this evaluator's own go."""
+        setup = self.setups.get(run.name)
+        ledger = self.ledger(run)
+        new = ledger.refresh()
+        for entry in new:
+            if "top1" not in entry or setup is None:
+                continue
+            confusion = results.read_confusion(entry.get("confusion") or "")
+            self.summaries.write(run.eval_dir, entry["step"], entry, confusion,
+                                 setup.manifest.labels)  # fmt: skip
+            self.metrics.record(run.name, entry, entry["step"], ledger.best())
+            log.info("%s step %d: top-1 %.4f, loss %.4f, scored by the %s", run.name,
+                     entry["step"], entry["top1"], entry["loss"],
+                     entry.get("scored_by") or "another evaluator")  # fmt: skip
+        return bool(new)
 
     def stop_request(self, run: RunDir) -> dict | None:
         """The run's stop.json (read once per run and process; this process writes the rest)."""
@@ -196,19 +232,9 @@ class Session:
             return self._unreadable(run, checkpoint, str(exc))
         except UserError as exc:  # its data is damaged: this run waits for a fix, others go on
             raise RunBroken(str(exc)) from exc
-        expected = setup.manifest.count("validation")
-        if result["examples"] != expected:
-            raise UserError(
-                f"{run.name}: scored {result['examples']} validation examples but dataset.json "
-                f"lists {expected}; the dataset at {setup.data_uri} changed under the run."
-            )
-        entry = {
-            "step": checkpoint.step,
-            "checkpoint": checkpoint.prefix,
-            "time": time.time(),
-            **result,
-            "confusion": ledger.write_confusion(checkpoint.step, setup.manifest.labels, confusion),
-        }
+        confusion_uri = ledger.write_confusion(checkpoint.step, setup.manifest.labels, confusion)
+        entry = results.entry(checkpoint.step, checkpoint.prefix, result, confusion_uri,
+                              "evaluator", "float32", time.time())  # fmt: skip
         if ledger.record(entry) is not entry:
             return True  # another evaluator was first; its events and metrics are its own
         self.summaries.write(
@@ -357,6 +383,7 @@ class Session:
                 self.mark_broken(run, str(exc))
                 continue
             self.broken.pop(run.name, None)
+            self.take_in(run)
             ready = [c for c in pending if self.not_before.get((run.name, c.step), 0) <= now]
             if not ready:
                 continue
@@ -416,21 +443,22 @@ class Session:
         rule = self.early_stop_rule()
         if rule.rule == "none":
             return
-        histories: dict[str, list[stopping.Point]] = {}
+        histories: dict[str, list[stopping.Score]] = {}
         running: set[str] = set()
+        by_name = {run.name: run for run in runs}
         total = 0
         for run in runs:
             if run.name in self.broken or run.name not in self.setups:
                 continue
-            histories[run.name] = [(e["step"], e["top1"]) for e in self.ledger(run).scored()]
+            histories[run.name] = stopping.scores_of(self.ledger(run).scored())
             steps = int(self.setups[run.name].hparams.get("steps") or 0)
             total = max(total, steps)
             # Its last checkpoint is there: it only exports now, stopping it saves nothing.
             trained = any(r == run.name and s >= steps for r, s in self.first_seen)
             if self.stop_request(run) is None and self.completion(run) is None and not trained:
                 running.add(run.name)
-        by_name = {run.name: run for run in runs}
-        for verdict in stopping.decide(rule, histories, running, total or None):
+        judge = {name for name in running if not self.judged_by_trainer(by_name[name])}
+        for verdict in stopping.decide(rule, histories, running, total or None, judge):
             self.request_stop(by_name[verdict.run], verdict)
 
     def request_stop(self, run: RunDir, verdict: stopping.Stop) -> None:

@@ -42,7 +42,7 @@ def _add_cluster(p: argparse.ArgumentParser) -> None:
 
 
 def _add_early_stop(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("early stopping (evaluator.stopping; values: earlyStop.*)")
+    g = p.add_argument_group("early stopping (common.early_stop; values: earlyStop.*)")
     g.add_argument(
         "--early-stop", choices=EARLY_STOP_RULES, metavar="|".join(EARLY_STOP_RULES),
         help="stop losing runs early: median (below the median of the others' running "

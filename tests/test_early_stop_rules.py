@@ -1,13 +1,13 @@
-"""The early-stopping rules as pure functions on made-up score histories (evaluator.stopping),
+"""The early-stopping rules as pure functions on made-up score histories (common.early_stop),
 and their parameters in sweep.json (common.layout.EarlyStop)."""
 
 from __future__ import annotations
 
 import pytest
 
+from common import early_stop as stopping
 from common.cli import UserError
 from common.layout import EarlyStop, Sweep
-from evaluator import stopping
 
 ASHA = EarlyStop("asha", grace=10, eta=3)
 MEDIAN = EarlyStop("median", grace=10)
@@ -209,3 +209,86 @@ def test_a_bad_early_stop_entry_is_one_sentence(bad: object) -> None:
     data = {"name": "s", "data": "/d", "candidates": [], "early_stop": bad}
     with pytest.raises(UserError, match=r"^sweep.json is not a valid sweep description \("):
         Sweep.from_dict(data)
+
+
+# ---------------------------------------------------------------- ties, absurd losses, rungs
+
+
+def scored(*pairs: tuple[float, float], every: int = 10) -> list[stopping.Score]:
+    """A history of (top-1, loss) evaluated every `every` steps."""
+    return [stopping.Score(every * (i + 1), t, loss) for i, (t, loss) in enumerate(pairs)]
+
+
+def test_asha_breaks_a_tie_at_the_cutoff_by_validation_loss() -> None:
+    # Five runs at top-1 0.55 (a small validation split): keep 2, the two lowest losses.
+    histories = {name: scored((0.55, loss)) for name, loss in
+                 (("a", 0.61), ("b", 0.70), ("c", 0.64), ("d", 0.90), ("e", 0.75))}  # fmt: skip
+    verdicts = stopped(ASHA, histories)
+    assert set(verdicts) == {"b", "d", "e"}
+    assert verdicts["b"].reason == (
+        "top-1 0.5500 at the rung of step 10 ranks 3 of 5 runs there; asha keeps the top 2 "
+        "(1/3, at least 0.5500; tied on top-1, its loss 0.7 is above the cutoff's 0.64)"
+    )
+    assert verdicts["b"].figures["at_rung_loss"]["a"] == 0.61
+    # Without losses (results of an older evaluator) the tie still goes to the runs.
+    assert stopped(ASHA, {n: [(10, 0.55)] for n in "abcde"}) == {}
+
+
+def test_the_best_run_is_the_lowest_loss_among_equal_top1() -> None:
+    histories = {"a": scored((0.5, 0.9)), "b": scored((0.5, 0.4)), "c": scored((0.5, 0.6))}
+    assert stopping.leaders(histories) == {"b"}
+    # keep ceil(3/3) = 1: b, by its loss; a and c go although their top-1 equals b's.
+    assert set(stopped(ASHA, histories)) == {"a", "c"}
+
+
+def test_median_tie_goes_to_the_lower_loss() -> None:
+    histories = {"a": scored((0.75, 0.3)), "b": scored((0.25, 2.0)), "c": scored((0.5, 1.5)),
+                 "d": scored((0.5, 0.2))}  # fmt: skip
+    # For c the others' (a, b, d) running averages are 0.75, 0.25, 0.5: median 0.5, its own
+    # best; their losses' median is 0.3 and c's 1.5 is above it. d ties the median the same
+    # way, with a loss below its others' (a, b, c: median of 0.3, 2.0 and 1.5 is 1.5).
+    verdicts = stopped(MEDIAN, histories)
+    assert "c" in verdicts and "d" not in verdicts
+    assert "equals the median" in verdicts["c"].reason and "1.5 is above" in verdicts["c"].reason
+
+
+def test_an_absurd_training_loss_is_stopped_at_the_first_rung_even_alone_and_best() -> None:
+    # First at the rung (asha lets it go on) and the best top-1 so far (protected): its
+    # training loss is finite, but no run that still learns has a loss of 4e13.
+    alone = {"a": [stopping.Score(10, 0.3, 2.5, 4e13)]}
+    for rule in (ASHA, MEDIAN):
+        [stop] = stopping.decide(rule, alone, {"a"}, 100)
+        assert stop.step == 10 and stop.figures["train_loss"] == 4e13
+        assert stop.reason == (
+            "training loss 4e+13 at step 10 is finite but beyond 1000 (validation top-1 0.3000): "
+            "the run has diverged"
+        )
+    # Before the grace period nothing is judged, absurd or not.
+    assert stopping.decide(EarlyStop("asha", grace=20), alone, {"a"}, 100) == []
+    # A merely bad run (loss 25) is the rule's business; a huge validation loss alone is what
+    # random weights show while batch normalisation's averages warm up.
+    assert stopping.decide(ASHA, {"a": [stopping.Score(10, 0.3, 6e9, 25.0)]}, {"a"}, 100) == []
+
+
+def test_judge_limits_who_may_be_stopped_but_everyone_counts() -> None:
+    histories = {"a": linear(0.9), "b": linear(0.5), "c": linear(0.1)}
+    assert set(stopped(ASHA, histories)) == {"b", "c"}
+    only_c = stopping.decide(ASHA, histories, set(histories), 100, judge={"c"})
+    assert [s.run for s in only_c] == ["c"] and only_c[0].figures["keep"] == 1
+
+
+def test_rung_schedule_where_a_trainer_judges_itself() -> None:
+    assert stopping.rung_schedule(EarlyStop("asha", grace=10, eta=3), 100) == [10, 30, 90]
+    assert stopping.rung_schedule(EarlyStop("asha"), 120) == [12, 36, 108]  # grace: a tenth
+    assert stopping.rung_schedule(EarlyStop("median", grace=25), 100) == [25, 50, 75]
+    assert stopping.rung_schedule(EarlyStop("asha", grace=100), 100) == []  # nothing to save
+    assert stopping.rung_schedule(EarlyStop(), 100) == []
+
+
+def test_scores_of_a_results_store() -> None:
+    entries = [{"step": 20, "top1": 0.5, "loss": 1.2}, {"step": 10, "error": "unreadable"},
+               {"step": 5, "top1": 0.25}]  # fmt: skip
+    assert stopping.scores_of(entries) == [(5, 0.25, None, None), (20, 0.5, 1.2, None)]
+    assert stopping.scores_of([{"step": 3, "top1": 0.1, "loss": 9.0, "train_loss": 3e8}]) == [
+        (3, 0.1, 9.0, 3e8)
+    ]

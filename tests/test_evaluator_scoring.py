@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluator.scoring import Scorer
+from common.scoring import Scorer
 
 LABELS = ["ant", "bee", "cat", "dog", "eel", "fox"]
 

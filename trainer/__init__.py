@@ -47,7 +47,7 @@ run-dir/complete.json
     "finished", "stopped": {"by": "evaluator"|"trainer", "rule", "step", "reason"},
     "examples_per_sec"}; a restart on it does nothing.
 run-dir/stop.json
-    The evaluator's request to stop (see evaluator.stopping). The trainer looks for it at
+    The evaluator's request to stop (see common.early_stop). The trainer looks for it at
     every checkpoint and, from a background thread, every few seconds; then it saves, writes
     complete.json and exits 0. A NaN or infinite loss stops a run the same way (rule "nan"),
     without saving the non-finite state.

@@ -41,6 +41,12 @@ class TrainMetrics:
             "Wall time to save a checkpoint.",
             buckets=DURATION_BUCKETS,
         )
+        self.rung_eval = make(
+            Histogram,
+            "rung_eval_seconds",
+            "Wall time of the validation pass at a rung checkpoint (early stopping in a sweep).",
+            buckets=DURATION_BUCKETS,
+        )
         self.last_checkpoint_step = make(
             Gauge, "checkpoint_last_step", "Step of the latest saved checkpoint."
         )

@@ -13,9 +13,10 @@ from typing import Any
 from common import layout, storage
 from common import manifest as manifest_lib
 from common.cli import UserError
-from common.records import TRAIN
+from common.records import TRAIN, VALIDATION
 from trainer import run_dir, weights
 from trainer.config import TrainConfig
+from trainer.rungs import Rungs
 
 log = logging.getLogger("trainer")
 
@@ -33,6 +34,7 @@ class Plan:
     hparams_changed: bool  # a fresh run, or one whose hyperparameters were --force'd
     weights_path: str | None  # local backbone weights for a fresh run; None: random or resume
     already_complete: dict[str, Any] | None  # complete.json of a run with nothing left to do
+    rungs: Rungs | None = None  # where it judges itself, in a sweep with a rule (trainer.rungs)
 
 
 def prepare(config: TrainConfig, given: set[str]) -> Plan:
@@ -69,6 +71,10 @@ def prepare(config: TrainConfig, given: set[str]) -> Plan:
         hparams["weights_file"] = weights.describe(weights_path)
     elif state.hparams and "weights_file" in state.hparams:
         hparams["weights_file"] = state.hparams["weights_file"]
+    rungs = None if done else Rungs.of(layout.RunDir(config.run_dir), total,
+                                       manifest.count(VALIDATION) > 0)  # fmt: skip
+    if rungs is not None:
+        hparams["rungs"] = rungs.steps  # before step 1: the evaluator leaves these to us
     if config.batch_size > manifest.count(TRAIN) and not done:
         log.warning(
             "warning: batch size %d is larger than the %d training examples; examples repeat "
@@ -88,6 +94,7 @@ def prepare(config: TrainConfig, given: set[str]) -> Plan:
         hparams_changed=fresh or bool(changes),
         weights_path=weights_path,
         already_complete=complete if done else None,
+        rungs=rungs,
     )
 
 

@@ -65,8 +65,9 @@ class StopFile:
 
 
 def from_request(request: dict[str, Any]) -> dict[str, Any]:
-    """complete.json's `stopped` entry for an evaluator's stop request."""
-    keep = ("rule", "step", "reason", "requested")
+    """complete.json's `stopped` entry for a stop.json: the evaluator's verdict, or this
+    run's own at a rung (trainer.rungs), which says so."""
+    keep = ("by", "rule", "step", "reason", "requested")
     return {"by": "evaluator", **{k: request[k] for k in keep if k in request}}
 
 

@@ -27,6 +27,7 @@ from trainer.loop.multiworker import (
     worker_lost,
 )
 from trainer.loop.optimization import make_optimizer, make_schedule
+from trainer.loop.rung_eval import RungJudge
 from trainer.loop.step import make_penalty, make_train_step
 from trainer.metrics import TrainMetrics
 from trainer.prepare import Plan
@@ -176,9 +177,14 @@ def run(
     phases = _phases(plan, trainee, strategy)
     stop_file = StopFile(plan.run).start()
     sync = StepSync(strategy, cluster.several)
+    judge = None
+    if plan.rungs is not None:
+        (log.info if cluster.chief else log.debug)("early stopping %s", plan.rungs.describe())
+        if cluster.chief:  # the others only save with it at the rungs
+            judge = RungJudge(plan, plan.rungs, trainee.model, metrics, check_lease)
     try:
         result = _loop(plan, start, phases, iterator, trainee.schedule, checkpointer, summaries,
-                       metrics, stop, stop_file, sync, cluster.chief)  # fmt: skip
+                       metrics, stop, stop_file, sync, cluster.chief, judge)  # fmt: skip
     except tf.errors.DataLossError as exc:
         # A damaged shard fails the same way on every restart: a user error, named.
         raise data.damaged_shard_error(config.data, plan.manifest, "train", exc) from exc
@@ -317,6 +323,7 @@ def _loop(
     stop_file: StopFile,
     sync: StepSync,
     chief: bool = True,
+    judge: RungJudge | None = None,
 ) -> Result:
     config = plan.config
     batch = config.batch_size
@@ -329,6 +336,12 @@ def _loop(
     # only the agreed answer of StepSync may end the loop, at the same step on every worker.
     halt = stop.requested and not sync.several
     say = log.info if chief else log.debug
+    rung = plan.rungs.due if plan.rungs is not None else (lambda step: False)
+    if judge is not None and rung(current) and not halt:
+        # Resumed at a rung: killed between its checkpoint and its verdict, judge it now.
+        judge(current)
+        if stop_file.check_now() is not None and not sync.several:
+            stopped = from_request(stop_file.request)
     while current < plan.total_steps and not halt and stopped is None:
         phase = next(p for p in phases if current < p.until)
         if current == phases[0].until and len(phases) > 1:
@@ -363,11 +376,13 @@ def _loop(
             interval_start, interval_step = now, current
         halt, time_due = sync(stop.requested or stop_file.request is not None,
                               checkpointer.time_due())  # fmt: skip
-        if checkpointer.step_due(current) or time_due:
+        if checkpointer.step_due(current) or time_due or rung(current):
             if (stopped := diverged(float(loss), current)) is not None:
                 break
             checkpointer.save(current)
             summaries.flush()
+            if judge is not None and rung(current):
+                judge(current, float(loss) + phase.penalty())  # a verdict is a stop.json
             last = time.perf_counter()
             stop_file.check_now()  # at every checkpoint, whatever the thread's timing
             halt = halt or (stop_file.request is not None and not sync.several)
@@ -382,8 +397,9 @@ def _loop(
     else:
         checkpointer.save(current)
     summaries.flush()
-    if stopped is not None and stopped.get("by") == "evaluator":
-        log.info("stop requested by the evaluator at step %d: %s", current, stopped.get("reason"))
+    if stopped is not None and stopped.get("by") in ("evaluator", "trainer"):
+        who = "the evaluator" if stopped["by"] == "evaluator" else "this run's rung verdict"
+        log.info("stopped by %s at step %d: %s", who, current, stopped.get("reason"))
     elif stopped is None and stop.requested:
         log.info(
             "stopped at step %d of %d (%s); the same command resumes from here",

@@ -203,3 +203,41 @@ def test_a_checkpoint_deleted_before_its_time_is_read_counts_from_now(tmp_path) 
     gone = layout.Checkpoint(10, str(tmp_path / "checkpoints" / "ckpt-10"))
     before = time.time()
     assert before <= watch.written_at(gone) <= time.time()
+
+
+def test_rung_checkpoints_are_left_to_a_trainer_that_judges_itself(tmp_path, data: str) -> None:  # noqa: ANN001
+    """Run t's trainer scores and judges its rungs (hparams.json's `rungs`): the evaluator
+    never scores a rung checkpoint the trainer scored, waits for the trainer on one it has not
+    scored yet, takes the trainer's results in, and never judges t, though its rule would stop
+    it; once t is complete, a rung checkpoint left unscored is the evaluator's."""
+    from common import results
+
+    sweep = Sweep(str(tmp_path / "sweep"), data, layout.EarlyStop("asha", 10, 3), ("a", "t"))
+    t = sweep.dir.run("t")
+    t.save_hparams({"data": data, "image_size": 75, "steps": STEPS, "rungs": [10, 30, 90]})
+    top1 = {("a", 10): 0.9, ("a", 20): 0.9, ("t", 20): 0.3, ("t", 30): 0.2}
+    sweep.checkpoint("a", 10, 20)
+    sweep.checkpoint("t", 10, 20, 30)
+    trainer_result = {"step": 10, "checkpoint": "ckpt-10", "top1": 0.1, "loss": 2.0,
+                      "scored_by": "trainer", "precision": "float32", "examples": 6}  # fmt: skip
+    results.record(t.eval_dir, trainer_result)
+    session = session_for(sweep, top1)
+    try:
+        runs = session.runs()
+        while session.round(runs):
+            pass
+        assert ("t", 10) not in session.scored_order and ("t", 30) not in session.scored_order
+        assert scored_steps(sweep, "t") == [10, 20]  # rung 10 the trainer's, 20 ours
+        view = results.read_view(t.eval_dir)  # results.jsonl
+        assert [(e["step"], e["scored_by"]) for e in view] == [(10, "trainer"), (20, "evaluator")]
+        assert t.stop_request() is None  # 0.1 at rung 10 against a's 0.9: asha would stop it
+        assert session.pending(t) == []  # rung 30 waits for the trainer
+
+        sweep.complete("t")
+        sweep.complete("a")
+        while session.round(runs):
+            pass
+        assert session.scored_order.count(("t", 30)) == 1 and ("t", 10) not in session.scored_order
+        assert session.finished(runs)
+    finally:
+        session.close()

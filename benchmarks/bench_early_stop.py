@@ -124,8 +124,9 @@ class LagWatch:
         self._thread.join()
 
 
-def run_sweep(args: argparse.Namespace, data: str, rule: str) -> dict:
-    out = os.path.join(args.work, "sweeps", rule)
+def run_sweep(args: argparse.Namespace, data: str, rule: str, interval: float | None) -> dict:
+    label = rule if interval is None else f"{rule}@{interval:g}s"
+    out = os.path.join(args.work, "sweeps", label)
     if os.path.exists(out):
         raise SystemExit(f"{out} exists: give another --work, or remove it")
     command = [
@@ -137,8 +138,11 @@ def run_sweep(args: argparse.Namespace, data: str, rule: str) -> dict:
         "--log-every", str(args.checkpoint_every), "--keep-checkpoints", "100",
     ]  # fmt: skip
     if rule != "none":
-        command += ["--early-stop", rule, "--grace", str(args.grace), "--eta", str(args.eta)]
-    print(f"[{rule}] {' '.join(command[1:])}", file=sys.stderr, flush=True)
+        command += ["--early-stop", rule, "--eta", str(args.eta)]
+        command += ["--grace", str(args.grace)] if args.grace else []
+    if interval is not None:
+        command += ["--eval-interval", f"{interval:g}"]
+    print(f"[{label}] {' '.join(command[1:])}", file=sys.stderr, flush=True)
     lag = LagWatch(out)
     started = time.monotonic()
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
@@ -146,23 +150,27 @@ def run_sweep(args: argparse.Namespace, data: str, rule: str) -> dict:
     lag.stop()
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
-        raise SystemExit(f"the {rule} sweep failed with exit code {proc.returncode}")
-    result = summarise(out, rule, seconds, lag)
+        raise SystemExit(f"the {label} sweep failed with exit code {proc.returncode}")
+    result = summarise(out, label, seconds, lag)
     if not args.keep_checkpoints:
         # Every checkpoint is kept for the evaluator (about 260 MB each with adam's slots):
         # once scored, only the leaderboard and complete.json matter here.
         for run in glob.glob(os.path.join(out, "runs", "*", "checkpoints")):
             shutil.rmtree(run)
-    print(f"[{rule}] {result['steps']} steps in {seconds:.0f} s", file=sys.stderr, flush=True)
+    print(f"[{label}] {result['steps']} steps in {seconds:.0f} s", file=sys.stderr, flush=True)
     return result
 
 
 def summarise(out: str, rule: str, seconds: float, lag: LagWatch) -> dict:
-    from common import layout
+    from common import layout, results
 
     sweep_dir = layout.SweepDir(out)
-    steps, stopped = 0, []
+    steps, stopped, rung_passes, rung_seconds = 0, [], 0, 0.0
     for run in sweep_dir.runs():
+        for entry in results.read_store(run.eval_dir):
+            if entry.get("scored_by") == "trainer":
+                rung_passes += 1
+                rung_seconds += entry.get("seconds") or 0.0
         complete = run.complete() or {}
         why = complete.get("stopped")
         trained = complete.get("final_step") or 0
@@ -170,7 +178,8 @@ def summarise(out: str, rule: str, seconds: float, lag: LagWatch) -> dict:
             trained = why.get("step", trained)  # it trained to the NaN, then kept the last good
         steps += trained
         if why:
-            stopped.append(f"{run.name}@{trained} ({why.get('rule')})")
+            by = "trainer" if why.get("by") == "trainer" else "evaluator"
+            stopped.append(f"{run.name}@{trained} ({why.get('rule')}, {by})")
     board = sweep_dir.leaderboard() or {}
     best = (board.get("runs") or [{}])[0]
     return {
@@ -182,6 +191,8 @@ def summarise(out: str, rule: str, seconds: float, lag: LagWatch) -> dict:
         "stopped": stopped,
         "lag_waiting": lag.waiting,
         "lag_oldest_s": lag.oldest_s,
+        "rung_passes": rung_passes,
+        "rung_seconds": rung_seconds,
     }
 
 
@@ -190,7 +201,13 @@ def main() -> None:
     parser.add_argument("--rules", default="none,median,asha")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--checkpoint-every", type=int, default=20)
-    parser.add_argument("--grace", type=int, default=40)
+    parser.add_argument("--grace", type=int, default=0, help="0: the rule's default, a tenth")
+    parser.add_argument(
+        "--eval-intervals",
+        default="",
+        help="comma-separated evaluator pauses (s) to run each rule with, e.g. 5,120 "
+        "(default: the local backend's)",
+    )
     parser.add_argument("--eta", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=80)
@@ -225,18 +242,25 @@ def main() -> None:
     if args.weights == "imagenet":
         args.weights = imagenet_weights(args.work)
 
-    results = [run_sweep(args, data, rule) for rule in args.rules.split(",")]
+    intervals = [float(i) for i in args.eval_intervals.split(",") if i] or [None]
+    results = [
+        run_sweep(args, data, rule, None if rule == "none" else interval)
+        for rule in args.rules.split(",")
+        for interval in (intervals if rule != "none" else [None])
+    ]
+    grace = args.grace or "a tenth of the steps"
     print(f"{args.dataset}, weights {os.path.basename(args.weights)}; "
           f"lrs {LRS}, {args.steps} steps each, batch {args.batch_size}, {args.image_size} px, "
-          f"checkpoint every {args.checkpoint_every}, grace {args.grace}, eta {args.eta}, "
+          f"checkpoint every {args.checkpoint_every}, grace {grace}, eta {args.eta}, "
           f"{args.parallel} at a time, {os.cpu_count()} cores; work dir {args.work}")  # fmt: skip
-    print(f"{'rule':<7} {'steps':>6} {'seconds':>8} {'best lr':>8} {'top-1':>7}  "
-          f"{'max eval lag':<22} stopped")  # fmt: skip
+    print(f"{'rule':<12} {'steps':>6} {'seconds':>8} {'best lr':>8} {'top-1':>7}  "
+          f"{'max eval lag':<22} {'rung passes':<16} stopped")  # fmt: skip
     for r in results:
         top1 = "n/a" if r["best_top1"] is None else f"{r['best_top1']:.4f}"
         lag = f"{r['lag_waiting']} ckpts, {r['lag_oldest_s']:.0f} s"
-        print(f"{r['rule']:<7} {r['steps']:>6} {r['seconds']:>8.0f} {r['best_lr']!s:>8} "
-              f"{top1:>7}  {lag:<22} {', '.join(r['stopped']) or '-'}")  # fmt: skip
+        rungs = f"{r['rung_passes']}, {r['rung_seconds']:.1f} s"
+        print(f"{r['rule']:<12} {r['steps']:>6} {r['seconds']:>8.0f} {r['best_lr']!s:>8} "
+              f"{top1:>7}  {lag:<22} {rungs:<16} {', '.join(r['stopped']) or '-'}")  # fmt: skip
     base = next((r for r in results if r["rule"] == "none"), None)
     for r in results:
         if base is None or r is base or r["best_top1"] is None or base["best_top1"] is None:
@@ -244,8 +268,8 @@ def main() -> None:
         saved = 1 - r["steps"] / base["steps"]
         same_lr = r["best_lr"] == base["best_lr"]
         delta = r["best_top1"] - base["best_top1"]
-        ok = saved >= 0.4 and same_lr and abs(delta) <= 0.02
-        verdict = f" -> target {'met' if ok else 'missed'}" if r["rule"] == "asha" else ""
+        ok = saved >= 0.5 and same_lr and abs(delta) <= 0.02
+        verdict = f" -> target {'met' if ok else 'missed'}" if r["rule"].startswith("asha") else ""
         print(f"{r['rule']}: {saved:.0%} fewer steps, {1 - r['seconds'] / base['seconds']:.0%} "
               f"less time, same best lr: {'yes' if same_lr else 'no'}, top-1 {delta:+.4f}"
               f"{verdict}")  # fmt: skip

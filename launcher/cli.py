@@ -11,7 +11,7 @@ import os
 import sys
 
 from common import trainer_args
-from common.args import ArgumentParser, int_between, positive_int
+from common.args import ArgumentParser, int_between, positive_float, positive_int
 from common.layout import EARLY_STOP_RULES
 from launcher import trainer_flags, validators
 
@@ -33,6 +33,11 @@ def _add_values(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpus", type=_non_negative, help="GPUs per trainer (trainer.gpus; 0: CPU)")
     g.add_argument("--image-tag", metavar="TAG", help="tag of both images (image.*.tag)")
     g.add_argument("--queue", metavar="NAME", help="Kueue LocalQueue (kueue.queueName)")
+    g.add_argument(
+        "--eval-interval", type=positive_float, metavar="SECONDS",
+        help="the evaluator's pause between rounds with nothing new (evaluator.interval; "
+        "default 60 on Kubernetes, 5 with the local backend)",
+    )  # fmt: skip
 
 
 def _add_cluster(p: argparse.ArgumentParser) -> None:

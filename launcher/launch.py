@@ -33,6 +33,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         settings.set_dotted(out, "kueue.queueName", args.queue)
     if getattr(args, "workers", None) is not None:
         settings.set_dotted(out, "trainer.workers", args.workers)
+    if getattr(args, "eval_interval", None) is not None:
+        settings.set_dotted(out, "evaluator.interval", args.eval_interval)
     for flag, key in (("early_stop", "rule"), ("grace", "grace"), ("eta", "eta")):
         if getattr(args, flag, None) is not None:
             settings.set_dotted(out, f"earlyStop.{key}", getattr(args, flag))
@@ -109,7 +111,8 @@ def resolve(
     name = name or names.sweep_name_from(storage.basename(out))
     early_stop = early_stop_from(values, args)
     workers = workers_from(values)
-    spec = SweepSpec(name, data, out, tuple(lrs), tuple(extra), early_stop, workers)
+    spec = SweepSpec(name, data, out, tuple(lrs), tuple(extra), early_stop, workers,
+                     getattr(args, "eval_interval", None))  # fmt: skip
     validate(spec, values, backend)
     return spec
 

@@ -153,7 +153,8 @@ def _worker_name(run: str, index: int) -> str:
 
 
 def evaluator_command(spec: SweepSpec, *, once: bool = False) -> list[str]:
-    mode = ["--once"] if once else ["--interval", str(EVALUATOR_INTERVAL_S)]
+    interval = spec.eval_interval or EVALUATOR_INTERVAL_S
+    mode = ["--once"] if once else ["--interval", f"{interval:g}"]
     return [sys.executable, "-m", "evaluator", "--sweep-dir", spec.out, *mode]
 
 

@@ -91,6 +91,7 @@ def main(args: argparse.Namespace) -> int:
         tuple(sweep.trainer_args),
         sweep.early_stop,
         launch.workers_from(values),
+        getattr(args, "eval_interval", None),
     )
     launch.validate(spec, values, args.backend)
     return launch.launch(spec, values, args)

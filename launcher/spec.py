@@ -27,6 +27,7 @@ class SweepSpec:
     trainer_args: tuple[str, ...] = ()
     early_stop: layout.EarlyStop = layout.EarlyStop()
     workers: int = 1  # processes (local) or pods (kubernetes) per run
+    eval_interval: float | None = None  # local: the evaluator's --interval (None: its default)
 
     @property
     def sweep_dir(self) -> layout.SweepDir:

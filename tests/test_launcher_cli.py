@@ -225,6 +225,25 @@ def test_local_dry_run_prints_commands_and_writes_nothing(tmp_path, dataset) -> 
     assert not out.exists()
 
 
+def test_eval_interval_slows_the_evaluator_on_either_backend(tmp_path, dataset) -> None:  # noqa: ANN001
+    out = str(tmp_path / "s5")
+    code, stdout, stderr = launcher(
+        "sweep", "--data", dataset, "--out", out, "--lrs", "0.1", "--dry-run", "--eval-interval",
+        "120",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert stdout.splitlines()[-1].endswith(f"-m evaluator --sweep-dir {out} --interval 120")
+    code, stdout, _ = launcher(
+        "sweep", "--backend", "kubernetes", "--dry-run", "--data", "gs://bucket-x/d", "--out",
+        "gs://bucket-x/o", "--lrs", "0.1", "--eval-interval", "90",
+    )  # fmt: skip
+    assert code == 0
+    assert "- --interval\n        - '90'\n" in stdout  # the evaluator Deployment's args
+    code, _, stderr = launcher("sweep", "--data", dataset, "--out", out, "--lrs", "0.1",
+                               "--eval-interval", "0")  # fmt: skip
+    assert code == 2 and "--eval-interval: expected a number greater than 0" in stderr
+
+
 def test_local_dry_run_with_several_workers(tmp_path, dataset) -> None:  # noqa: ANN001
     """--workers 2, local: two trainer processes per run on 127.0.0.1, each run on its own
     free ports, each worker with its index; the commands parse with the trainer's parser."""

@@ -47,10 +47,15 @@ run-dir/complete.json
     "finished", "stopped": {"by": "evaluator"|"trainer", "rule", "step", "reason"},
     "examples_per_sec"}; a restart on it does nothing.
 run-dir/stop.json
-    The evaluator's request to stop (see common.early_stop). The trainer looks for it at
-    every checkpoint and, from a background thread, every few seconds; then it saves, writes
-    complete.json and exits 0. A NaN or infinite loss stops a run the same way (rule "nan"),
-    without saving the non-finite state.
+    A verdict of the sweep's early-stopping rule (common.early_stop): this trainer's own at a
+    rung ("by": "trainer", trainer.rungs), or the evaluator's for runs without rungs. The
+    trainer looks for it at every checkpoint and, from a background thread, every few
+    seconds; then it saves, writes complete.json and exits 0. A NaN or infinite loss stops a
+    run the same way (rule "nan"), without saving the non-finite state.
+run-dir/eval/results/step-N.json
+    In a sweep with a rule, the result of each rung checkpoint, scored by this trainer on its
+    own device ("scored_by": "trainer"), created only if absent (common.results); hparams.json
+    lists the rungs (`rungs`) before step 1.
 
 Resuming: the latest checkpoint restores the model, the optimizer and the step counter; the
 learning-rate schedule is a function of that step. Flags not given take the saved values; a
@@ -61,5 +66,6 @@ Prometheus (--metrics-port), label `run` (the run directory's name):
 finetune_train_steps_total, finetune_train_examples_total, finetune_train_global_step,
 finetune_train_target_steps, finetune_train_loss, finetune_train_learning_rate,
 finetune_train_examples_per_second, finetune_train_step_duration_seconds (histogram),
-finetune_checkpoint_save_seconds (histogram), finetune_checkpoint_last_step.
+finetune_checkpoint_save_seconds (histogram), finetune_checkpoint_last_step,
+finetune_rung_eval_seconds (histogram: the validation pass at each rung).
 """

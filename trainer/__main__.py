@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainer import imagenet
 
         return imagenet.main(argv[1:])
+    if argv[:1] == ["lr-find"]:
+        from trainer import lr_find
+
+        return lr_find.main(argv[1:])
     config, given = parse_args(argv)
     setup_logging(config.verbose)
     cluster = cluster_of(config)

@@ -202,3 +202,34 @@ def test_a_restart_at_a_rung_judges_it_then(data: str, tmp_path) -> None:  # noq
     assert (stop["by"], stop["step"]) == ("trainer", 3)
     assert run.complete()["final_step"] == 3
     assert "step 4, loss" not in again.stderr
+
+
+def test_a_run_that_went_on_first_is_judged_again_once_the_others_reach_the_rung(
+    data: str,
+    tmp_path,  # noqa: ANN001
+) -> None:
+    """First at rung 3 of a sweep of three, it goes on; the other two then reach the rung and
+    beat it. Judged again on the results on record (here, resumed between rungs after a
+    SIGTERM), it stops without waiting for rung 9: the order runs reach a rung in is chance."""
+    sweep = make_sweep(str(tmp_path / "sweep"), data, "first", "b", "c")
+    run = sweep.run("first")
+    log = str(tmp_path / "first.log")
+    proc = start_trainer(data, run.uri, *FLAGS, log_path=log)
+    try:
+        wait_for(lambda: "rung step 3: first goes on" in _read(log), 300, "the rung verdict", proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, _read(log)
+    finally:
+        proc.kill()
+    paused = run.latest_checkpoint_step()
+    assert paused is not None and 3 < paused < 9 and not os.path.exists(run.stop_uri)
+    finished_run(sweep, "b", data, top1=1.0, loss=0.01)
+    finished_run(sweep, "c", data, top1=1.0, loss=0.02)
+    again = run_trainer(data, run.uri, *FLAGS, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert (f"step {paused}: stopping first (asha), judged again at the rung of step 3 now that "
+            "3 of the sweep's runs have reached it: top-1") in again.stderr  # fmt: skip
+    stop = run.stop_request()
+    assert (stop["by"], stop["rung"], stop["keep"]) == ("trainer", 3, 1)
+    assert run.complete()["final_step"] == paused
+    assert sorted(stored(run)) == [3]  # its rung result stood: scored once

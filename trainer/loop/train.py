@@ -337,9 +337,13 @@ def _loop(
     halt = stop.requested and not sync.several
     say = log.info if chief else log.debug
     rung = plan.rungs.due if plan.rungs is not None else (lambda step: False)
-    if judge is not None and rung(current) and not halt:
-        # Resumed at a rung: killed between its checkpoint and its verdict, judge it now.
-        judge(current)
+    if judge is not None and current and not halt:
+        # Resumed at a rung (killed between its checkpoint and its verdict): judge it now; or
+        # past one: judge it again, against the runs that reached it since.
+        if rung(current):
+            judge(current)
+        else:
+            judge.rejudge(current)
         if stop_file.check_now() is not None and not sync.several:
             stopped = from_request(stop_file.request)
     while current < plan.total_steps and not halt and stopped is None:
@@ -383,6 +387,8 @@ def _loop(
             summaries.flush()
             if judge is not None and rung(current):
                 judge(current, float(loss) + phase.penalty())  # a verdict is a stop.json
+            elif judge is not None:
+                judge.rejudge(current)
             last = time.perf_counter()
             stop_file.check_now()  # at every checkpoint, whatever the thread's timing
             halt = halt or (stop_file.request is not None and not sync.several)

@@ -11,6 +11,7 @@ the evaluator reads it. All three go through this module, so a name changes in o
     <sweep>/best/<version>/         exports of the best checkpoint so far
     <sweep>/evaluator.lease.json    the one evaluator allowed to write this sweep
     <sweep>/logs/                   a local sweep's process logs (the launcher's local backend)
+    <sweep>/lr-find/                `launcher tune`'s range test (lr_find.json, common.lr_range)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ LEADERBOARD = "leaderboard.json"
 BEST = "best"
 EVALUATOR_LEASE = "evaluator.lease.json"
 LOGS = "logs"
+LR_FIND_DIR = "lr-find"
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +310,38 @@ class EarlyStop:
 
 
 @dataclasses.dataclass
+class Stage:
+    """One stage of `launcher tune` (lr-find, coarse, refine-1, ...): what it ran and why.
+
+    runs: the candidates it added. best: the sweep's best run once the stage ended ({"run",
+    "lr", "top1"}), None while it runs. ended: why tuning stopped after it, if it did.
+    """
+
+    name: str
+    why: str
+    lrs: list[float] = dataclasses.field(default_factory=list)
+    runs: list[str] = dataclasses.field(default_factory=list)
+    started: str = ""
+    finished: str = ""
+    best: dict[str, Any] | None = None
+    ended: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Stage:
+        problem = shape_problem(data, _STAGE_FIELDS)
+        if problem or not isinstance(data.get("name"), str):
+            raise ValueError(f"a stage: {problem or 'it has no name'}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields and v is not None})
+
+
+_STAGE_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "why": (str,), "lrs": (list,), "runs": (list,), "started": (str,),
+    "finished": (str,), "best": (dict,), "ended": (str,),
+}  # fmt: skip
+
+
+@dataclasses.dataclass
 class Sweep:
     """sweep.json: what was launched, written before any run starts.
 
@@ -321,6 +355,7 @@ class Sweep:
     early_stop: EarlyStop = dataclasses.field(default_factory=EarlyStop)
     created: str = ""
     format: str = SWEEP_FORMAT
+    stages: list[Stage] = dataclasses.field(default_factory=list)  # `launcher tune`'s
 
     def run_names(self) -> list[str]:
         return [c.run for c in self.candidates]
@@ -346,6 +381,7 @@ class Sweep:
             fields = {f.name for f in dataclasses.fields(cls)}
             rest = {k: v for k, v in data.items() if k in fields and k != "candidates"}
             rest["early_stop"] = EarlyStop.from_dict(data.get("early_stop"))
+            rest["stages"] = [Stage.from_dict(stage) for stage in data.get("stages") or []]
             return cls(candidates=candidates, **rest)
         except (KeyError, TypeError, ValueError, AttributeError, UserError) as exc:
             raise UserError(f"{where} is not a valid sweep description ({exc}).") from None
@@ -353,7 +389,7 @@ class Sweep:
 
 _SWEEP_FIELDS: dict[str, tuple[type, ...]] = {
     "name": (str,), "data": (str,), "candidates": (list,), "trainer_args": (list,),
-    "early_stop": (dict,), "created": (str,), "format": (str,),
+    "early_stop": (dict,), "created": (str,), "format": (str,), "stages": (list,),
 }  # fmt: skip
 
 

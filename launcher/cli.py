@@ -11,7 +11,13 @@ import os
 import sys
 
 from common import trainer_args
-from common.args import ArgumentParser, int_between, positive_float, positive_int
+from common.args import (
+    ArgumentParser,
+    int_between,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from common.layout import EARLY_STOP_RULES
 from launcher import trainer_flags, validators
 
@@ -131,6 +137,40 @@ def sweep_parser() -> ArgumentParser:
     return p
 
 
+def tune_parser() -> ArgumentParser:
+    p = _parser(
+        "tune",
+        "Find the learning rate without a human: a range test (python -m trainer lr-find), "
+        "then a sweep of decades around its suggestion, then refine rounds around the best, "
+        "each with early stopping (asha unless --early-stop says otherwise), all into one "
+        "sweep directory. The same command resumes it.",
+    )
+    p.add_argument("--data", metavar="URI", help="dataset (made by python -m preprocess)")
+    p.add_argument("--out", metavar="URI", help="sweep directory; its runs go to <out>/runs/")
+    p.add_argument(
+        "--budget-steps", type=positive_int, metavar="N",
+        help="training steps for every stage together, the range test's included; a stage "
+        "starts only with steps left, with as many runs as they pay for (default: no limit)",
+    )  # fmt: skip
+    p.add_argument(
+        "--threshold", type=non_negative_float, default=0.01, metavar="TOP1",
+        help="stop when a refine round improves the best top-1 by less (default 0.01)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-rounds", type=int_between(0, 20, "refine rounds"), default=3, metavar="N",
+        help="refine rounds at most (default 3)",
+    )  # fmt: skip
+    p.add_argument(
+        "--name",
+        help="sweep name for the cluster objects (default: the --out folder's name, made "
+        "Kubernetes-safe)",
+    )
+    _add_launch(p)
+    _add_early_stop(p)
+    trainer_flags.add_to(p)
+    return p
+
+
 def preprocess_parser() -> ArgumentParser:
     p = _parser(
         "preprocess",
@@ -213,6 +253,7 @@ def record_parser() -> ArgumentParser:
 
 COMMANDS = {
     "sweep": (sweep_parser, "launcher.launch", "sweep_main"),
+    "tune": (tune_parser, "launcher.tune", "tune_main"),
     "preprocess": (preprocess_parser, "launcher.preprocess_job", "main"),
     "status": (status_parser, "launcher.status", "main"),
     "refine": (refine_parser, "launcher.refine", "main"),

@@ -14,8 +14,10 @@ compare-and-swap on the object's version, so no candidate is lost.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+from collections.abc import Callable
 
 from common import layout, storage
 from common.cli import UserError
@@ -47,7 +49,7 @@ def merged(existing: layout.Sweep | None, spec: SweepSpec, where: str) -> layout
     added = [c for c in new.candidates if c.run not in known]
     if not added:
         return existing
-    return layout.Sweep(**{**existing.to_dict(), "candidates": existing.candidates + added})
+    return dataclasses.replace(existing, candidates=existing.candidates + added)
 
 
 def _comparable(value: object) -> object:
@@ -67,8 +69,37 @@ def _show(value: object) -> str:
 
 def record(spec: SweepSpec) -> layout.Sweep:
     """Add the spec's candidates to sweep.json (creating it); returns what it now holds."""
-    sweep_dir = spec.sweep_dir
-    uri = sweep_dir.sweep_uri
+    uri = spec.sweep_dir.sweep_uri
+    before: list[layout.Sweep | None] = []
+
+    def change(existing: layout.Sweep | None) -> layout.Sweep:
+        before[:] = [existing]
+        return merged(existing, spec, uri)
+
+    sweep = _update(uri, change)
+    existing = before[0] if before else None
+    if existing is None or sweep is not existing:
+        added = len(sweep.candidates) - (len(existing.candidates) if existing else 0)
+        log.info("recorded %d new run(s) in %s (%d in all)", added, uri, len(sweep.candidates))
+    return sweep
+
+
+def record_stage(sweep_dir: layout.SweepDir, stage: layout.Stage) -> layout.Sweep:
+    """Put `stage` into sweep.json's stages: replacing the one of its name, else appended."""
+
+    def change(existing: layout.Sweep | None) -> layout.Sweep:
+        if existing is None:
+            raise UserError(f"no {layout.SWEEP} in {sweep_dir.uri} to record a stage in.")
+        stages = [s for s in existing.stages if s.name != stage.name]
+        at = next((i for i, s in enumerate(existing.stages) if s.name == stage.name), None)
+        stages.insert(len(stages) if at is None else at, stage)
+        return dataclasses.replace(existing, stages=stages)
+
+    return _update(sweep_dir.sweep_uri, change)
+
+
+def _update(uri: str, change: Callable[[layout.Sweep | None], layout.Sweep]) -> layout.Sweep:
+    """Read sweep.json, apply `change`, write it back unless changed meanwhile (then again)."""
     for _ in range(_ATTEMPTS):
         current = storage.read_versioned(uri)
         existing = None
@@ -78,12 +109,10 @@ def record(spec: SweepSpec) -> layout.Sweep:
             except ValueError as exc:
                 raise UserError(f"{uri} is not valid JSON ({exc}); fix or move it away.") from None
             existing = layout.Sweep.from_dict(data, where=uri)
-        sweep = merged(existing, spec, uri)
+        sweep = change(existing)
         if existing is not None and sweep is existing:
             return existing
         body = (json.dumps(sweep.to_dict(), indent=2) + "\n").encode()
         if storage.write_if_version(uri, body, current[1] if current else None) is not None:
-            added = len(sweep.candidates) - (len(existing.candidates) if existing else 0)
-            log.info("recorded %d new run(s) in %s (%d in all)", added, uri, len(sweep.candidates))
             return sweep
     raise UserError(f"{uri} kept changing while recording the sweep; try again.")

@@ -344,8 +344,26 @@ def main(args: argparse.Namespace) -> int:
                 row.state, row.workers = states[row.run]
             elif not row.complete:
                 row.state = "no Job"
+    if sweep is not None and sweep.stages:
+        print(stages_table(sweep.stages))
     if not rows:
         print(f"no runs in {sweep_dir.uri} yet")
         return 0
     print(table(rows))
     return 0
+
+
+def stages_table(stages: list[layout.Stage]) -> str:
+    """`launcher tune`'s stages, one line each: what ran, why, the best after it, and why
+    tuning ended (on the last)."""
+    lines = []
+    for stage in stages:
+        state = "done" if stage.finished else "running"
+        lrs = ",".join(f"{lr:g}" for lr in stage.lrs)
+        best = stage.best or {}
+        after = (f"; best after it {best['run']} (top-1 {best['top1']:.4f})"
+                 if isinstance(best.get("top1"), (int, float)) else "")  # fmt: skip
+        lines.append(f"stage {stage.name} ({state}): lrs {lrs or '-'}: {stage.why}{after}")
+        if stage.ended:
+            lines.append(f"tuning ended: {stage.ended}")
+    return "\n".join(lines) + "\n"

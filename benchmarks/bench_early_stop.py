@@ -11,35 +11,39 @@ CPU cores: 80-px images, adam, a checkpoint every 20 steps (which also makes the
 visible). Printed per rule: training steps done in all (a run stopped early counts the steps it
 trained), wall seconds of the sweep, the best run's lr and top-1, the runs stopped, and the
 evaluator's largest lag seen in leaderboard.json (checkpoints waiting, age of the oldest).
-Target: asha needs at least 40% fewer steps than none, with the same best lr and a top-1
-within 0.02.
+Target (issue 16): asha saves at least 50% of the steps with the same best lr, whatever the
+evaluator's speed (`--eval-intervals 5,120`: the evaluator pauses 5 s, the local default, or
+120 s between passes). The best run's top-1 is printed beside it, not judged: that run trains to
+its end in every sweep (no rule stops the leader), and training here is not repeatable bit for
+bit, so its top-1 moves by a few of the 57 validation images from one sweep to the next.
 
-Measured from ImageNet weights on 2 cores (2026-12-02, `--dataset photos --steps 120`, 14 min):
+Measured from ImageNet weights on 2 cores (2026-12-02, `--dataset photos --steps 120
+--checkpoint-every 20 --rules none,asha --eval-intervals 5,120`, 14 min), trainers judging
+themselves at the rungs (steps 12, 36 and 108) and again at each later checkpoint until every
+run has reached the rung:
+
+    rule        steps  seconds  best lr   top-1  max eval lag     rung passes  stopped
+    none          600      355   0.0001  0.7719  10 ckpts, 166 s  0            -
+    asha@5s       200      206   0.0001  0.8421  4 ckpts, 42 s    8, 78.0 s    lr-0.001@36,
+                                                                               lr-0.01@20,
+                                                                               lr-0.1@12, lr-1@12
+    asha@120s     204      283   0.0001  0.7368  3 ckpts, 118 s   8, 58.5 s    lr-0.001@20,
+                                                                               lr-0.01@40,
+                                                                               lr-0.1@12, lr-1@12
+
+asha: 67% and 66% fewer steps (target 50%), the same best lr, every verdict the trainer's own.
+A rung pass (57 images, 80 px, on the CPU beside four other trainers) took 7 to 10 s. Before
+the trainers judged again between rungs the same sweeps saved 50% (5 s) and 38% (120 s): a run
+that reached rung 36 first went on to rung 108. Across the six trainings of lr 0.0001 in
+these runs of the benchmark its top-1 was 0.737 to 0.842.
+
+Earlier, from ImageNet weights with the evaluator as the only judge (`--steps 120`):
 
     rule     steps  seconds  best lr   top-1  max eval lag           stopped
     none       600      280   0.0001  0.7544  12 ckpts, 171 s        -
     asha       489      284   0.0001  0.7544  7 ckpts, 116 s         lr-0.01@80, lr-0.1@80, lr-1@89
-    median     493      272   0.0001  0.7895  6 ckpts, 101 s         lr-0.001@67, lr-0.01@66
 
-asha: 19% fewer steps, target missed: the verdicts at the rung of step 40 reached the runs 40
-to 50 steps late (the evaluator's lag above), and 120-step runs leave little after the rung.
-
-Measured from random weights on 2 cores (2026-11-30, `--weights none --steps 300`, 65 min):
-
-    rule     steps  seconds  best lr   top-1  max eval lag           stopped
-    none      1500     1297    0.001  1.0000  4 ckpts, 0 s           -
-    asha       594      557    0.001  1.0000  1 ckpts, 93 s          lr-0.0001@54, lr-0.01@132,
-                                                                     lr-0.1@54, lr-1@54
-    median    1008      908    0.001  1.0000  4 ckpts, 108 s         lr-0.1@55, lr-1@53
-
-asha: 60% fewer steps (target 40%), the same best lr and top-1. Its verdicts at the rung of
-step 40 reached the trainers at step 53-55: the evaluator scores a checkpoint in about 3 s, and
-the local backend runs the trainers at a lower CPU priority than the evaluator. Training is not
-bit-for-bit repeatable here (two runs of the same flags part after 2 to 4 steps, even with
-TensorFlow's op determinism on), so the best run is a fresh training in each sweep; here both
-reached top-1 1.0 on 60 images.
-An earlier version with 60-step runs and no priority for the evaluator missed the target (299
-of 300 steps): its verdicts came after the runs had ended.
+asha: 19% fewer steps: the verdicts at the rung of step 40 reached the runs 40 to 50 steps late.
 """
 
 from __future__ import annotations
@@ -268,10 +272,12 @@ def main() -> None:
         saved = 1 - r["steps"] / base["steps"]
         same_lr = r["best_lr"] == base["best_lr"]
         delta = r["best_top1"] - base["best_top1"]
-        ok = saved >= 0.5 and same_lr and abs(delta) <= 0.02
+        # The best run trains to its end in both sweeps (a rule never stops the leader), so its
+        # top-1 differs only by training's run-to-run noise: not part of the target.
+        ok = saved >= 0.5 and same_lr
         verdict = f" -> target {'met' if ok else 'missed'}" if r["rule"].startswith("asha") else ""
         print(f"{r['rule']}: {saved:.0%} fewer steps, {1 - r['seconds'] / base['seconds']:.0%} "
-              f"less time, same best lr: {'yes' if same_lr else 'no'}, top-1 {delta:+.4f}"
+              f"less time, same best lr: {'yes' if same_lr else 'no'} (its top-1 {delta:+.4f})"
               f"{verdict}")  # fmt: skip
 
 

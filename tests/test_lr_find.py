@@ -21,8 +21,7 @@ import pytest
 from PIL import Image
 
 from common import layout, lr_range
-from common.cli import run_main
-from tests.trainer_testdata import REPO, error_lines, write_dataset
+from tests.trainer_testdata import REPO, error_lines, one_error, sample_photos, write_dataset
 from trainer import lr_find_plot
 from trainer.__main__ import main
 
@@ -35,16 +34,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _fails(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    """Run `python -m trainer lr-find ...` in-process: exit 2 and exactly one line on stderr."""
-    try:
-        code = run_main(main, ["lr-find", *argv])
-    except SystemExit as exit_:  # argparse's errors exit from inside parse_args
-        code = exit_.code
-    assert code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: ")
-    return lines[0]
+    return one_error(capsys, main, ["lr-find", *argv])
 
 
 def test_help_lists_the_range_flags_and_the_training_flags(capsys: pytest.CaptureFixture) -> None:
@@ -155,19 +145,7 @@ FLAGS = ["--image-size", "75", "--batch-size", "8", "--num-steps", "30"]
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Real photos: the sample folder `python -m preprocess sample` makes from scikit-image's
-    photographs (6 classes, 12 per class), preprocessed (about 2 s)."""
-    root = tmp_path_factory.mktemp("lr-find-photos")
-    images, data = root / "images", str(root / "data")
-    for command in (
-        ["preprocess", "sample", "--out", str(images), "--per-class", "12", "--size", "120"],
-        ["preprocess", "--train-dir", str(images / "train"), "--val-dir", str(images / "val"),
-         "--out", data],
-    ):  # fmt: skip
-        done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True,
-                              cwd=REPO, timeout=300)  # fmt: skip
-        assert done.returncode == 0, done.stderr
-    return data
+    return sample_photos(str(tmp_path_factory.mktemp("lr-find-photos")))
 
 
 @dataclasses.dataclass

@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from common.cli import run_main
-from tests.trainer_testdata import REPO, error_lines, write_dataset
+from tests.trainer_testdata import REPO, error_lines, one_error, write_dataset
 from trainer.__main__ import main
 
 
@@ -23,16 +22,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _fails(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    """Run main in-process; it must exit with 2 and say exactly one line on stderr."""
-    try:
-        code = run_main(main, argv)
-    except SystemExit as exit_:  # argparse's errors exit from inside parse_args
-        code = exit_.code
-    assert code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: ")
-    return lines[0]
+    return one_error(capsys, main, argv)
 
 
 def test_help_lists_the_contract_flags(capsys: pytest.CaptureFixture) -> None:

@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from tests.trainer_testdata import REPO, run_trainer
+from tests.trainer_testdata import REPO, run_trainer, sample_photos
 
 pytest.importorskip("tensorflow")
 
@@ -31,17 +31,7 @@ BUDGET = ["--image-size", "75", "--steps", "10", "--batch-size", "8", "--checkpo
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("photos")
-    images, data = root / "images", str(root / "data")
-    for command in (
-        ["preprocess", "sample", "--out", str(images), "--per-class", "12", "--size", "120"],
-        ["preprocess", "--train-dir", str(images / "train"), "--val-dir", str(images / "val"),
-         "--out", data],
-    ):  # fmt: skip
-        done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True,
-                              cwd=REPO, timeout=300)  # fmt: skip
-        assert done.returncode == 0, done.stderr
-    return data
+    return sample_photos(str(tmp_path_factory.mktemp("photos")))
 
 
 def _top1(data: str, run_dir: str, *flags: str) -> float:

@@ -151,3 +151,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def sample_photos(root: str, per_class: int = 12) -> str:
+    """Real photos: the sample folder `python -m preprocess sample` makes from scikit-image's
+    photographs (6 classes), preprocessed under root (about 2 s); the dataset's URI."""
+    images, data = os.path.join(root, "images"), os.path.join(root, "data")
+    for command in (
+        ["preprocess", "sample", "--out", images, "--per-class", str(per_class), "--size", "120"],
+        ["preprocess", "--train-dir", os.path.join(images, "train"), "--val-dir",
+         os.path.join(images, "val"), "--out", data],
+    ):  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True,
+                              cwd=REPO, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    return data
+
+
+def one_error(capsys, main, argv: list[str]) -> str:  # noqa: ANN001
+    """Run a command's main in-process: it must exit 2 with exactly one `error:` line on
+    stderr, which is returned."""
+    from common.cli import run_main
+
+    try:
+        code = run_main(main, argv)
+    except SystemExit as exit_:  # argparse's errors exit from inside parse_args
+        code = exit_.code
+    assert code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    return lines[0]

@@ -120,21 +120,29 @@ def sweep_parser() -> ArgumentParser:
         "directory: on this machine, or on a Kubernetes cluster. Launching the same sweep "
         "again resumes it: complete runs are not retrained.",
     )
-    p.add_argument("--data", metavar="URI", help="dataset (made by python -m preprocess)")
-    p.add_argument("--out", metavar="URI", help="sweep directory; its runs go to <out>/runs/")
+    _add_data_out(p)
     p.add_argument(
         "--lrs", type=validators.learning_rates, metavar="LR,LR,...",
         help="learning rates, e.g. 0.1,0.01,0.001",
     )  # fmt: skip
+    _add_name(p)
+    _add_launch(p)
+    _add_early_stop(p)
+    trainer_flags.add_to(p)
+    return p
+
+
+def _add_data_out(p: ArgumentParser) -> None:
+    p.add_argument("--data", metavar="URI", help="dataset (made by python -m preprocess)")
+    p.add_argument("--out", metavar="URI", help="sweep directory; its runs go to <out>/runs/")
+
+
+def _add_name(p: ArgumentParser) -> None:
     p.add_argument(
         "--name",
         help="sweep name for the cluster objects (default: the --out folder's name, made "
         "Kubernetes-safe)",
     )
-    _add_launch(p)
-    _add_early_stop(p)
-    trainer_flags.add_to(p)
-    return p
 
 
 def tune_parser() -> ArgumentParser:
@@ -145,8 +153,7 @@ def tune_parser() -> ArgumentParser:
         "each with early stopping (asha unless --early-stop says otherwise), all into one "
         "sweep directory. The same command resumes it.",
     )
-    p.add_argument("--data", metavar="URI", help="dataset (made by python -m preprocess)")
-    p.add_argument("--out", metavar="URI", help="sweep directory; its runs go to <out>/runs/")
+    _add_data_out(p)
     p.add_argument(
         "--budget-steps", type=positive_int, metavar="N",
         help="training steps for every stage together, the range test's included; a stage "
@@ -160,11 +167,7 @@ def tune_parser() -> ArgumentParser:
         "--max-rounds", type=int_between(0, 20, "refine rounds"), default=3, metavar="N",
         help="refine rounds at most (default 3)",
     )  # fmt: skip
-    p.add_argument(
-        "--name",
-        help="sweep name for the cluster objects (default: the --out folder's name, made "
-        "Kubernetes-safe)",
-    )
+    _add_name(p)
     _add_launch(p)
     _add_early_stop(p)
     trainer_flags.add_to(p)

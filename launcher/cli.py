@@ -157,15 +157,27 @@ def tune_parser() -> ArgumentParser:
     p.add_argument(
         "--budget-steps", type=positive_int, metavar="N",
         help="training steps for every stage together, the range test's included; a stage "
-        "starts only with steps left, with as many runs as they pay for (default: no limit)",
+        "starts only with steps left, with as many runs as they pay for (tuner.budgetSteps; "
+        "default: no limit)",
     )  # fmt: skip
     p.add_argument(
-        "--threshold", type=non_negative_float, default=0.01, metavar="TOP1",
-        help="stop when a refine round improves the best top-1 by less (default 0.01)",
+        "--threshold", type=non_negative_float, metavar="TOP1",
+        help="stop when a refine round improves the best top-1 by less (tuner.threshold; "
+        "default 0.01)",
     )  # fmt: skip
     p.add_argument(
-        "--max-rounds", type=int_between(0, 20, "refine rounds"), default=3, metavar="N",
-        help="refine rounds at most (default 3)",
+        "--max-rounds", type=int_between(0, 20, "refine rounds"), metavar="N",
+        help="refine rounds at most (tuner.maxRounds; default 3)",
+    )  # fmt: skip
+    p.add_argument(
+        "--poll-interval", type=positive_float, metavar="SECONDS",
+        help="kubernetes: seconds between the tuner's looks at its Jobs and the bucket "
+        "(tuner.pollInterval; default 30)",
+    )  # fmt: skip
+    p.add_argument(
+        "--in-cluster", action="store_true",
+        help="kubernetes: run the stages from here, inside the cluster (what the tuner Job "
+        "runs); without it, the command creates that Job and returns",
     )  # fmt: skip
     _add_name(p)
     _add_launch(p)

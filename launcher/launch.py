@@ -86,9 +86,14 @@ def _lrs_from_values(values: dict[str, Any]) -> list[float] | None:
 
 
 def resolve(
-    args: argparse.Namespace, values: dict[str, Any], backend: str, lrs: list[float] | None = None
+    args: argparse.Namespace,
+    values: dict[str, Any],
+    backend: str,
+    lrs: list[float] | None = None,
+    check_schema: bool = True,
 ) -> SweepSpec:
-    """The sweep to launch: command line first, then the values files; checked."""
+    """The sweep to launch: command line first, then the values files; checked (against the
+    chart's schema too, unless `check_schema` is false: see validate)."""
     data = getattr(args, "data", None) or values.get("data")
     out = getattr(args, "out", None) or values.get("out")
     lrs = lrs or getattr(args, "lrs", None) or _lrs_from_values(values)
@@ -113,13 +118,17 @@ def resolve(
     workers = workers_from(values)
     spec = SweepSpec(name, data, out, tuple(lrs), tuple(extra), early_stop, workers,
                      getattr(args, "eval_interval", None))  # fmt: skip
-    validate(spec, values, backend)
+    validate(spec, values, backend, check_schema)
     return spec
 
 
-def validate(spec: SweepSpec, values: dict[str, Any], backend: str) -> None:
+def validate(
+    spec: SweepSpec, values: dict[str, Any], backend: str, check_schema: bool = True
+) -> None:
     """What a backend needs of a sweep beyond its arguments: names that fit, gs:// URIs on a
-    cluster, settings that the chart's schema accepts."""
+    cluster, settings that the chart's schema accepts. A tuner pod passes check_schema=False:
+    its image holds no chart, and its values were checked where they were merged (by the
+    launcher that started it, or by helm)."""
     names.check_sweep_name(spec.name)
     for lr in spec.lrs:
         names.trainer_job(spec.name, lr)  # every Job name fits
@@ -134,7 +143,8 @@ def validate(spec: SweepSpec, values: dict[str, Any], backend: str) -> None:
                 f"{flag} {uri} is a local path, which pods cannot see; with --backend "
                 "kubernetes use gs://BUCKET/PATH."
             )
-    settings.check_schema(_as_values(values, spec))
+    if check_schema:
+        settings.check_schema(_as_values(values, spec))
 
 
 def _as_values(values: dict[str, Any], spec: SweepSpec) -> dict[str, Any]:

@@ -109,6 +109,16 @@ def preprocess_job(name: str) -> str:
     return f"{name}-preprocess"
 
 
+def tuner_job(sweep: str) -> str:
+    """`launcher tune` on a cluster: the Job whose pod runs the tuner itself."""
+    return f"{sweep}-tuner"
+
+
+def lr_find_job(sweep: str) -> str:
+    """The tuner's range test (`python -m trainer lr-find`), one GPU Job."""
+    return f"{sweep}-lr-find"
+
+
 def selector(sweep: str) -> dict[str, str]:
     """The labels every object of one sweep carries: what status and delete select on."""
     return {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": sweep}

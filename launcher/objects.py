@@ -38,16 +38,26 @@ Choices that every pod shares, and why:
 - Each trainer pod's init container records its candidate in sweep.json (see launcher.record),
   so helm installs write sweep.json too and the sweep-wide objects do not depend on the list
   of learning rates: a refine or a `helm upgrade` with more lrs only adds Jobs.
+- `launcher tune` on a cluster (launcher.tune_cluster): one tuner Job (CPU image, `python -m
+  launcher tune --in-cluster`) that creates the stages' objects itself: its range test as a
+  one-pod lr-find Job shaped as a trainer's, then each stage's sweep objects as above. The
+  values it renders them with travel in its env (VALUES_ENV, JSON), so that it makes the
+  objects a laptop would. It is the one pod with an API token (see tuner()); it is not put
+  through Kueue (it would hold queue quota for the whole tuning while its trainers wait).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
 
 from common.cli import UserError
 from launcher import names
 from launcher.settings import get
 from launcher.spec import SweepSpec, lr_text
+
+if TYPE_CHECKING:
+    from launcher.tune import Options
 
 TMP_DIR = "/tmp"
 KERAS_CACHE = "/var/cache/keras"
@@ -58,6 +68,10 @@ USER_ERROR_EXIT_CODE = 2
 # Where the workers of a run reach each other (MultiWorkerMirroredStrategy's gRPC server).
 WORKER_PORT = 2222
 WORKER_PORT_NAME = "collective"
+# The tuner pod's settings: the merged values as JSON (see tuner_values).
+VALUES_ENV = "FINETUNE_VALUES"
+# The ServiceAccount of k8s/rbac.yaml: exactly the launcher's rights (values tuner.*).
+TUNER_SERVICE_ACCOUNT = "inception-finetune-launcher"
 
 Obj = dict[str, Any]
 
@@ -90,11 +104,7 @@ class Renderer:
         return objs
 
     def trainer_job(self, spec: SweepSpec, lr: float) -> Obj:
-        gpus = self._setting("trainer.gpus", int, 1)
-        image = self._image("gpu" if gpus > 0 else "cpu")
-        resources = self._setting("trainer.resources", dict, {})
-        if gpus > 0:
-            resources.setdefault("limits", {})["nvidia.com/gpu"] = gpus
+        image, resources = self._trainer_image_and_resources()
         port = self._setting("trainer.metricsPort", int, 9090)
         labels = names.labels(spec.name, "trainer", lr)
         job_name = names.trainer_job(spec.name, lr)
@@ -168,6 +178,15 @@ class Renderer:
         if deadline is not None:
             job_spec["activeDeadlineSeconds"] = deadline
         return self._job(job_name, labels, job_spec)
+
+    def _trainer_image_and_resources(self) -> tuple[str, Obj]:
+        """A trainer pod's image (GPU, or CPU with trainer.gpus 0) and resources (GPUs added)."""
+        gpus = self._setting("trainer.gpus", int, 1)
+        image = self._image("gpu" if gpus > 0 else "cpu")
+        resources = self._setting("trainer.resources", dict, {})
+        if gpus > 0:
+            resources.setdefault("limits", {})["nvidia.com/gpu"] = gpus
+        return image, resources
 
     def trainer_service(self, spec: SweepSpec, lr: float) -> Obj:
         """The headless Service through which the workers of one run find each other: no
@@ -280,6 +299,90 @@ class Renderer:
         if annotations:
             meta["annotations"] = annotations
         return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}
+
+    # ------------------------------------------------------------ tune
+
+    def lr_find(self, spec: SweepSpec, run_dir: str) -> list[Obj]:
+        """The tuner's range test: the sweep's ServiceAccount (its pod runs as it, and the
+        first stage has not made it yet) and one Job running `python -m trainer lr-find`."""
+        objs = []
+        if self._setting("serviceAccount.create", bool, True):
+            objs.append(self.service_account(spec.name))
+        return [*objs, self.lr_find_job(spec, run_dir)]
+
+    def lr_find_job(self, spec: SweepSpec, run_dir: str) -> Obj:
+        """A trainer's pod (image, GPUs, resources, placement) with one process: no metrics
+        port, no init container (the tuner records sweep.json itself)."""
+        image, resources = self._trainer_image_and_resources()
+        container = self._container(
+            "lr-find",
+            image,
+            ["python", "-m", "trainer", "lr-find"],
+            ["--data", spec.data, "--run-dir", run_dir, *spec.trainer_args],
+            resources=resources,
+        )
+        pod = self._pod(
+            spec.name,
+            [container],
+            where="trainer",
+            restart_policy="Never",
+            grace=self._setting("trainer.terminationGracePeriodSeconds", int, 120),
+        )
+        labels = names.labels(spec.name, "lr-find")
+        job_spec: Obj = {
+            "backoffLimit": self._setting("trainer.backoffLimit", int, 3),
+            "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {"rules": self._failure_rules(None)},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        }
+        deadline = self._setting("trainer.activeDeadlineSeconds", int, None)
+        if deadline is not None:
+            job_spec["activeDeadlineSeconds"] = deadline
+        return self._job(names.lr_find_job(spec.name), labels, job_spec)
+
+    def tuner(self, spec: SweepSpec, options: Options) -> Obj:
+        """The Job whose pod runs `launcher tune --in-cluster` on this sweep (spec: its data,
+        out, name, trainer flags and early-stopping rule; its lrs are the stages' to choose)."""
+        rule = spec.early_stop
+        early_stop = spec.early_stop_args() if rule.rule != "none" else ["--early-stop", "none"]
+        budget = (
+            [] if options.budget_steps is None else ["--budget-steps", str(options.budget_steps)]
+        )
+        args = [
+            "--backend", "kubernetes", "--in-cluster",
+            "--data", spec.data, "--out", spec.out, "--name", spec.name,
+            *early_stop,
+            "--threshold", _number(options.threshold),
+            "--max-rounds", str(options.max_rounds),
+            "--poll-interval", _number(options.poll_interval),
+            *budget,
+            *spec.trainer_args,
+        ]  # fmt: skip
+        container = self._container(
+            "tuner",
+            self._image("cpu"),
+            ["python", "-m", "launcher", "tune"],
+            args,
+            resources=self._setting("tuner.resources", dict, {}),
+        )
+        values = json.dumps(tuner_values(self.values, spec), sort_keys=True, separators=(",", ":"))
+        container["env"].append({"name": VALUES_ENV, "value": values})
+        pod = self._pod(spec.name, [container], where=None, restart_policy="Never")
+        pod["serviceAccountName"] = self._setting(
+            "tuner.serviceAccountName", str, TUNER_SERVICE_ACCOUNT
+        )
+        # The one pod that talks to the Kubernetes API: it creates the stages' Jobs, so it
+        # needs its ServiceAccount's token. Every other pod only talks to the bucket.
+        pod["automountServiceAccountToken"] = True
+        labels = names.labels(spec.name, "tuner")
+        job_spec: Obj = {
+            # A retried pod resumes: the Tuner redoes nothing that sweep.json's stages record.
+            "backoffLimit": self._setting("tuner.backoffLimit", int, 3),
+            "podReplacementPolicy": "Failed",  # never two tuners on one sweep
+            "podFailurePolicy": {"rules": self._failure_rules(None)},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        }
+        return self._job(names.tuner_job(spec.name), labels, job_spec, queued=False)
 
     # ------------------------------------------------------------ preprocess
 
@@ -468,9 +571,9 @@ class Renderer:
         rules.append({"action": "FailJob", "onExitCodes": fail})
         return rules
 
-    def _job(self, name: str, labels: dict[str, str], job_spec: Obj) -> Obj:
+    def _job(self, name: str, labels: dict[str, str], job_spec: Obj, queued: bool = True) -> Obj:
         meta = self._meta(name, dict(labels))
-        queue = self._setting("kueue.queueName", str, "")
+        queue = self._setting("kueue.queueName", str, "") if queued else ""
         if queue:
             meta["labels"][names.KUEUE_QUEUE_LABEL] = queue
             job_spec = {"suspend": True, **job_spec}
@@ -490,6 +593,28 @@ class Renderer:
                 "template": {"metadata": {"labels": labels}, "spec": pod},
             },
         }
+
+
+def tuner_values(values: dict[str, Any], spec: SweepSpec) -> dict[str, Any]:
+    """The values a tuner pod renders with: those of a `helm install` of this tune (the tuner
+    enabled; data, out, name and trainer flags resolved; no lrs). Nulls are left out: they mean
+    "unset" to both (helm 3 keeps values.yaml's nulls, helm 4 drops them)."""
+    out = {
+        **values,
+        "data": spec.data,
+        "out": spec.out,
+        "name": spec.name,
+        "trainerArgs": list(spec.trainer_args),
+        "tuner": {**(values.get("tuner") or {}), "enabled": True},
+    }
+    out.pop("lrs", None)
+    return _without_nulls(out)
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def worker_hosts(job: str) -> str:

@@ -8,7 +8,9 @@ run's checkpoints waiting to be scored and the age of the oldest). With --backen
 run's Job adds its state: queued (suspended by Kueue), pending and why (unschedulable, image
 pull), running, succeeded, or failed and why (the Job's condition, the last pod's exit code);
 for a run of several workers (an Indexed Job), a `workers` column says how many run and, while
-not all do, each worker's phase (`1/2 workers running (worker 0 running, 1 pending)`).
+not all do, each worker's phase (`1/2 workers running (worker 0 running, 1 pending)`). A sweep
+tuned in the cluster (`launcher tune --backend kubernetes`) also gets one line for its tuner
+Job and one for its range test's Job, above `tune`'s stages.
 """
 
 from __future__ import annotations
@@ -283,6 +285,24 @@ def cluster_states(cluster: Any, sweep: str) -> dict[str, tuple[str, str]]:
     return states
 
 
+def tuner_lines(cluster: Any, sweep: str) -> list[str]:
+    """`tuner Job <sweep>-tuner: running`, and the same for its range test: one line for each
+    of the two Jobs that exists."""
+    lines = []
+    for component, job_name in (
+        ("tuner", names.tuner_job(sweep)),
+        ("lr-find", names.lr_find_job(sweep)),
+    ):
+        job = cluster.get("batch/v1", "Job", job_name)
+        if job is None:
+            continue
+        selector = {**names.selector(sweep), "app.kubernetes.io/component": component}
+        pods = [p for p in cluster.list("v1", "Pod", selector) if _pod_job(p) == job_name]
+        pods.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+        lines.append(f"{component} Job {job_name}: {job_state(job, pods)}")
+    return lines
+
+
 def _pod_job(pod: Obj) -> str | None:
     labels = (pod.get("metadata") or {}).get("labels") or {}
     return labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
@@ -338,12 +358,15 @@ def main(args: argparse.Namespace) -> int:
         from launcher.cluster_backend import connect
 
         name = sweep.name if sweep else names.sweep_name_from(sweep_dir.name)
-        states = cluster_states(connect(args), name)
+        cluster = connect(args)
+        states = cluster_states(cluster, name)
         for row in rows:
             if row.run in states:
                 row.state, row.workers = states[row.run]
             elif not row.complete:
                 row.state = "no Job"
+        for line in tuner_lines(cluster, name):
+            print(line)
     if sweep is not None and sweep.stages:
         print(stages_table(sweep.stages))
     if not rows:

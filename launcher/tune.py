@@ -18,9 +18,13 @@ before and after it runs, so that `status` shows them and the same command resum
 finished range test and complete runs are never redone. The evaluator ranks every stage's runs
 on one leaderboard and exports the best, as for any sweep.
 
-The stages run on a StageRunner: local processes (LocalRunner). A cluster runner (the range
-test as a GPU Job, the tuner itself as a Job inside the cluster) is not built yet: on
-Kubernetes the command refuses, before anything is written.
+The stages run on a StageRunner: local processes (LocalRunner), or on Kubernetes
+(launcher.tune_cluster) Jobs created by a tuner that itself runs in the cluster as a Job, so
+that a closed laptop does not stop it: `tune --backend kubernetes` from a laptop only checks
+everything, records sweep.json and creates that tuner Job.
+
+The tune options are also values (tuner.budgetSteps, threshold, maxRounds, pollInterval), so
+that a `helm install` with tuner.enabled can set them; a flag wins over its value.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any, Protocol
 
 from common import layout, lr_range, storage
 from common.cli import UserError
-from launcher import record, refine
+from launcher import record, refine, settings
 from launcher.spec import SweepSpec
 
 log = logging.getLogger("launcher")
@@ -43,6 +47,7 @@ log = logging.getLogger("launcher")
 COARSE_DECADES = (-2, -1, 0, 1, 2)  # the suggestion times 10^k: the seed's five decades
 DEFAULT_THRESHOLD = 0.01  # a refine round that adds less top-1 than this ends tuning
 DEFAULT_MAX_ROUNDS = 3
+DEFAULT_POLL_INTERVAL = 30.0  # seconds between a cluster tuner's looks at its Jobs and bucket
 
 
 class StageRunner(Protocol):
@@ -61,6 +66,39 @@ class Options:
     budget_steps: int | None = None  # training steps for all stages together (lr-find too)
     threshold: float = DEFAULT_THRESHOLD
     max_rounds: int = DEFAULT_MAX_ROUNDS
+    poll_interval: float = DEFAULT_POLL_INTERVAL  # the cluster runner's (launcher.tune_cluster)
+
+
+# flag (argparse dest) -> its value under tuner.
+_OPTION_VALUES = {"budget_steps": "budgetSteps", "threshold": "threshold",
+                  "max_rounds": "maxRounds", "poll_interval": "pollInterval"}  # fmt: skip
+
+
+def option_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The tune flags given, as values (`--threshold 0.02` -> tuner.threshold: 0.02)."""
+    out: dict[str, Any] = {}
+    for flag, key in _OPTION_VALUES.items():
+        if getattr(args, flag, None) is not None:
+            settings.set_dotted(out, f"tuner.{key}", getattr(args, flag))
+    return out
+
+
+def options_from(values: dict[str, Any]) -> Options:
+    """The tune options from the values (the flags already merged in)."""
+    return Options(
+        settings.get(values, "tuner.budgetSteps", int, None),
+        settings.get(values, "tuner.threshold", (int, float), DEFAULT_THRESHOLD),
+        settings.get(values, "tuner.maxRounds", int, DEFAULT_MAX_ROUNDS),
+        settings.get(values, "tuner.pollInterval", (int, float), DEFAULT_POLL_INTERVAL),
+    )
+
+
+def with_early_stop(values: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Every stage stops its losers at the rungs: asha, unless --early-stop or the values name
+    a rule (`--early-stop none` is the way to tune without early stopping)."""
+    if args.early_stop is None and settings.get(values, "earlyStop.rule", str, "none") == "none":
+        return settings.merge(values, {"earlyStop": {"rule": "asha"}})
+    return values
 
 
 def coarse_grid(suggested: float, ceiling: float | None) -> list[float]:
@@ -291,17 +329,27 @@ class LocalRunner:
 def tune_main(args: argparse.Namespace) -> int:
     from launcher import launch
 
-    if args.backend == "kubernetes":
-        raise UserError(
-            "tune runs on the local backend only for now; on a cluster, run `python -m trainer "
-            "lr-find` as one Job, then `launcher sweep --backend kubernetes` and "
-            "`launcher refine --launch`."
-        )
-    if args.early_stop is None:
-        args.early_stop = "asha"  # every stage stops its losers at the rungs, unless told
-    values = launch.load_values(args, args.backend)
-    spec = launch.resolve(args, values, args.backend, lrs=[1.0])  # the stages choose the lrs
+    in_cluster = getattr(args, "in_cluster", False)
+    if in_cluster and args.backend != "kubernetes":
+        raise UserError("--in-cluster is what the tuner Job runs; it needs --backend kubernetes.")
+    if in_cluster:
+        from launcher import tune_cluster
+
+        given = tune_cluster.values_from_env(args)
+    else:
+        given = launch.load_values(args, args.backend)
+    given = settings.merge(given, option_overrides(args))
+    options = options_from(given)
+    values = with_early_stop(given, args)
+    # The stages choose the lrs: one stands in for them while the rest is checked.
+    spec = launch.resolve(args, values, args.backend, lrs=[1.0], check_schema=not in_cluster)
     spec = dataclasses.replace(spec, lrs=())
+    if args.backend == "kubernetes":
+        from launcher import tune_cluster
+
+        if in_cluster:
+            return tune_cluster.tune_in_cluster(args, values, spec, options)
+        return tune_cluster.start(args, given, spec, options)
     launch.check_bucket(spec)
     runner = LocalRunner(args, spec.data)
     if args.dry_run:
@@ -310,6 +358,5 @@ def tune_main(args: argparse.Namespace) -> int:
         print("# then sweeps of lrs chosen from its suggestion (launcher sweep --dry-run shows "
               "one stage's commands)")  # fmt: skip
         return 0
-    options = Options(args.budget_steps, args.threshold, args.max_rounds)
     best = Tuner(spec, runner, options).run()
     return 0 if best else 1

@@ -106,6 +106,18 @@ inception-finetune/run: {{ include "finetune.runName" . }}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
 {{- end -}}
 
+{{/*
+Labels of the tuner's ServiceAccount, Role and RoleBinding (tuner.rbac.create): no sweep
+(instance) label, see tuner-rbac.yaml.
+*/}}
+{{- define "finetune.launcherLabels" -}}
+app.kubernetes.io/name: inception-finetune
+app.kubernetes.io/component: launcher
+app.kubernetes.io/part-of: inception-finetune
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
 {{/* The ServiceAccount the pods run as. */}}
 {{- define "finetune.serviceAccountName" -}}
 {{- .Values.serviceAccount.name | default (include "finetune.sweep" .) -}}

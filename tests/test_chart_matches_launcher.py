@@ -11,12 +11,19 @@ The YAML is parsed and compared as data, object by object. What may differ, and 
   and pod templates: it says who manages the object;
 - the `helm.sh/chart` label (chart name and version), which helm adds to object metadata;
 - the `helm test` hook Pod (annotation helm.sh/hook: test), which only the chart has.
+
+`launcher tune --backend kubernetes --dry-run` and the chart with tuner.enabled are compared the
+same way (TUNER_SETS): one Job each, the tuner. Its FINETUNE_VALUES (the values its pod renders
+the stages with, as JSON) is compared as data, less nulls: null means "unset" to both, and
+helm 3 keeps values.yaml's nulls where helm 4 and the launcher drop them. The chart's RBAC
+objects (tuner.rbac.create) have no launcher twin; their rules must be k8s/rbac.yaml's.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,15 +32,28 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_chart import RELEASE, ROOT, VALUE_SETS, is_hook, render, run_helm
+from tests.test_chart import (
+    KUBE_MINORS,
+    RELEASE,
+    REQUIRED,
+    ROOT,
+    VALUE_SETS,
+    helm_path,
+    is_hook,
+    render,
+    restricted_violations,
+    run_helm,
+    validate_objects,
+)
 from tests.test_chart import helm as helm  # noqa: F401 - the fixture: helm 3 and helm 4
 
 MAY_DIFFER_LABELS = ("app.kubernetes.io/managed-by", "helm.sh/chart")
+VALUES_ENV = "FINETUNE_VALUES"
 
 
-def launcher_objects(*args: str) -> list[dict]:
+def launcher_objects(*args: str, command: str = "sweep") -> list[dict]:
     proc = subprocess.run(
-        [sys.executable, "-m", "launcher", "sweep", "--backend", "kubernetes", "--dry-run", *args],
+        [sys.executable, "-m", "launcher", command, "--backend", "kubernetes", "--dry-run", *args],
         capture_output=True, text=True, timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert proc.returncode == 0, f"launcher --dry-run failed: {proc.stderr.strip()}"
@@ -53,8 +73,18 @@ def comparable(objs: list[dict]) -> dict[str, Any]:
         ):
             for key in MAY_DIFFER_LABELS:
                 labels.pop(key, None)
+        for c in obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            for env in c.get("env", []):
+                if env["name"] == VALUES_ENV:
+                    env["value"] = _without_nulls(json.loads(env["value"]))
         out[f"{obj['kind']}/{obj['metadata']['name']}"] = obj
     return out
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def assert_same(launcher: list[dict], chart: list[dict]) -> None:
@@ -145,3 +175,132 @@ def test_the_comparison_has_teeth(helm: str, tmp_path: Path) -> None:  # noqa: F
     chart = render(helm, {**VALUE_SETS["defaults"], "trainer": {"backoffLimit": 4}})
     with pytest.raises(pytest.fail.Exception, match=r"Job/flowers-lr-lr-0-1 differs"):
         assert_same(launcher, chart)
+
+
+# ------------------------------------------------------------------ launcher tune
+
+TUNER = {"data": REQUIRED["data"], "out": REQUIRED["out"]}
+TUNER_SETS: dict[str, dict[str, Any]] = {
+    # Every default: no lrs (the tuner chooses them), asha for every stage.
+    "tuner-defaults": {**TUNER, "tuner": {"enabled": True}},
+    # A CPU cluster's set with its lrs (ignored), median early stopping with a grace.
+    "tuner-cpu": {
+        **VALUE_SETS["cpu"],
+        "earlyStop": {"rule": "median", "grace": 20},
+        "tuner": {
+            "enabled": True,
+            "budgetSteps": 5000,
+            "threshold": 0.005,
+            "maxRounds": 2,
+            "pollInterval": 12.5,
+            "backoffLimit": 1,
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+        },
+    },  # fmt: skip
+    # Kueue (the tuner is not queued), a key file from a Secret, the emulator; its own RBAC.
+    "tuner-kueue-secret-rbac": {
+        **{k: v for k, v in VALUE_SETS["kueue-monitor-secret"].items() if k != "lrs"},
+        "tuner": {"enabled": True, "serviceAccountName": "tuner", "rbac": {"create": True}},
+    },
+}
+
+
+def _tuner_objects(helm: str, values: dict[str, Any], tmp_path: Path) -> tuple[list, list]:  # noqa: F811
+    """(the launcher's objects, the chart's objects less its RBAC ones) for one values file."""
+    path = write_values(tmp_path, values)
+    launcher = launcher_objects("-f", str(path), command="tune")
+    chart = render(helm, values)
+    rbac = ("ServiceAccount", "Role", "RoleBinding")
+    return launcher, [o for o in chart if o["kind"] not in rbac]
+
+
+@pytest.mark.parametrize("value_set", list(TUNER_SETS))
+def test_the_same_tuner_job_from_one_values_file(
+    helm: str,  # noqa: F811
+    value_set: str,
+    tmp_path: Path,
+) -> None:
+    launcher, chart = _tuner_objects(helm, TUNER_SETS[value_set], tmp_path)
+    assert [o["kind"] for o in launcher] == ["Job"]
+    assert_same(launcher, chart)
+    (job,) = launcher
+    pod = job["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    assert pod["automountServiceAccountToken"] is True
+    assert "suspend" not in job["spec"]  # not queued, with Kueue either
+
+
+def test_the_tuner_comparison_has_teeth(helm: str, tmp_path: Path) -> None:  # noqa: F811
+    """A value that only the chart's FINETUNE_VALUES carries is a difference."""
+    launcher, _ = _tuner_objects(helm, TUNER_SETS["tuner-defaults"], tmp_path)
+    chart = render(helm, {**TUNER_SETS["tuner-defaults"], "trainer": {"gpus": 2}})
+    with pytest.raises(pytest.fail.Exception, match=r"Job/flowers-lr-tuner differs"):
+        assert_same(launcher, chart)
+
+
+@pytest.mark.parametrize("minor", KUBE_MINORS)
+def test_the_tuner_objects_are_valid_for_the_claimed_kubernetes_versions(
+    helm: str,  # noqa: F811
+    minor: str,
+) -> None:
+    for values in TUNER_SETS.values():
+        objs = render(helm, values, "--kube-version", f"{minor}.0")
+        validate_objects(objs, minor)
+
+
+def test_the_charts_tuner_rbac_is_k8s_rbac_yaml(helm: str) -> None:  # noqa: F811
+    """tuner.rbac.create: the ServiceAccount the tuner Job runs as, bound to a Role with exactly
+    k8s/rbac.yaml's rules (the launcher's rights), in the release's namespace."""
+    values = TUNER_SETS["tuner-kueue-secret-rbac"]
+    objs = render(helm, values, "--namespace", "ml")
+    by_kind = {o["kind"]: o for o in objs}
+    rbac = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "k8s" / "rbac.yaml").read_text())}
+    assert by_kind["Role"]["rules"] == rbac["Role"]["rules"]
+    assert by_kind["ServiceAccount"]["metadata"]["name"] == "tuner"
+    binding = by_kind["RoleBinding"]
+    assert binding["roleRef"] == {**rbac["RoleBinding"]["roleRef"], "name": "tuner"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tuner", "namespace": "ml"}]
+    assert by_kind["Job"]["spec"]["template"]["spec"]["serviceAccountName"] == "tuner"
+    for kind in ("ServiceAccount", "Role", "RoleBinding"):  # the release's, not the sweep's
+        assert "app.kubernetes.io/instance" not in by_kind[kind]["metadata"]["labels"]
+    without = render(helm, {**values, "tuner": {"enabled": True, "serviceAccountName": "tuner"}})
+    assert [o["kind"] for o in without if not is_hook(o)] == ["Job"]
+
+
+def test_the_chart_needs_lrs_unless_the_tuner_chooses_them(helm: str) -> None:  # noqa: F811
+    proc = run_helm(
+        helm, "template", RELEASE, "CHART", values={**TUNER, "tuner": {"enabled": False}}
+    )
+    assert proc.returncode != 0
+    assert re.search(r"lrs is required|missing propert[^\n]*'lrs'", proc.stderr), proc.stderr
+    proc = run_helm(helm, "lint", "--strict", "CHART", values=TUNER_SETS["tuner-defaults"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_tuner_jobs_command_parses_with_the_launchers_own_parser(helm: str) -> None:  # noqa: F811
+    from launcher.cli import tune_parser
+
+    (job,) = [o for o in render(helm, TUNER_SETS["tuner-cpu"]) if o["kind"] == "Job"]
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["python", "-m", "launcher", "tune"]
+    args = tune_parser().parse_args(c["args"])
+    assert (args.backend, args.in_cluster, args.name) == ("kubernetes", True, "cpu-sweep")
+    assert (args.early_stop, args.grace, args.eta) == ("median", 20, 3)
+    assert (args.budget_steps, args.threshold, args.max_rounds, args.poll_interval) == (
+        5000, 0.005, 2, 12.5,
+    )  # fmt: skip
+    assert c["args"][-6:] == VALUE_SETS["cpu"]["trainerArgs"]
+
+
+def test_notes_say_how_to_follow_the_tuner_and_remove_what_it_made() -> None:
+    # helm 3's install --dry-run needs a cluster to ask its version; helm 4's does not.
+    proc = run_helm(helm_path("helm4"), "install", RELEASE, "CHART", "--dry-run=client",
+                    "--namespace", "ml", values=TUNER_SETS["tuner-defaults"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert f"kubectl -n ml logs -f job/{RELEASE}-tuner" in notes
+    assert (
+        f"python -m launcher status --sweep {REQUIRED['out']} --backend kubernetes -n ml" in notes
+    )
+    assert f"python -m launcher delete --sweep {RELEASE} -n ml" in notes
+    assert "kubectl apply -f k8s/rbac.yaml" in notes

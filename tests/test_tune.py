@@ -120,9 +120,12 @@ def _ceiling(found: lr_range.LrFind) -> float | None:
     return found.stopped.lr if found.stopped.reason != lr_range.END else None
 
 
-def test_tune_on_kubernetes_is_refused_before_anything_is_written(tmp_path) -> None:  # noqa: ANN001
+def test_tune_on_kubernetes_refuses_local_paths_before_anything_is_written(tmp_path) -> None:  # noqa: ANN001
+    """The tuner runs in the cluster (tests/test_tune_cluster.py), where a laptop's folders do
+    not exist: one sentence, and neither the sweep dir nor a cluster is touched."""
     data, out = str(tmp_path / "data"), str(tmp_path / "sweep")
     done = run([*tune_command(data, out), "--backend", "kubernetes"])
     assert done.returncode == 2
-    assert "tune runs on the local backend only for now" in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert f"--data {data} is a local path, which pods cannot see" in done.stderr
     assert not os.path.exists(out)

@@ -151,7 +151,8 @@ def tune_parser() -> ArgumentParser:
         "Find the learning rate without a human: a range test (python -m trainer lr-find), "
         "then a sweep of decades around its suggestion, then refine rounds around the best, "
         "each with early stopping (asha unless --early-stop says otherwise), all into one "
-        "sweep directory. The same command resumes it.",
+        "sweep directory. The same command resumes it. With --backend kubernetes it creates "
+        "a tuner Job that runs all this inside the cluster, and returns.",
     )
     _add_data_out(p)
     p.add_argument(

@@ -121,8 +121,13 @@ def tune_in_cluster(
     """The Tuner over a ClusterRunner, in the tuner Job's pod."""
     launch.check_bucket(spec)
     runner = ClusterRunner(connect(args), values, spec, options.poll_interval)
-    best = Tuner(spec, runner, options).run()
-    return 0 if best else 1
+    if Tuner(spec, runner, options).run() is None:
+        # Exit 2: a retried pod would find tuning ended and end the same way.
+        raise UserError(
+            f"tuning ended with no run scored; see `python -m launcher status --sweep "
+            f"{spec.out} --backend kubernetes`."
+        )
+    return 0
 
 
 class ClusterRunner:
@@ -143,25 +148,32 @@ class ClusterRunner:
 
     def lr_find(self, run_dir: str, trainer_args: list[str]) -> None:
         spec = dataclasses.replace(self.base, trainer_args=tuple(trainer_args))
-        self.create(self.renderer.lr_find(spec, run_dir), "lr-find")
+        self.create(self.renderer.lr_find(spec, run_dir), "the range test's")
         job = names.lr_find_job(spec.name)
         found = lr_range.uri(run_dir)
+        said = time.monotonic()
         while True:
-            state = self.job_state(job)  # read before the bucket: a finished Job wrote first
+            live = self.cluster.get("batch/v1", "Job", job)  # before the bucket: see wait()
             if storage.exists(found):
                 log.info("tune: lr-find: Job %s wrote %s", job, found)
                 return
-            if state != "running":
+            state = "is gone (deleted?)" if live is None else status.job_state(live, [])
+            if state == "succeeded":
+                state = f"succeeded but wrote no {found}"
+            if live is None or state.startswith(("failed", "succeeded")):
                 raise UserError(
                     f"the range test's Job {job} {state}; see `kubectl -n "
                     f"{self.cluster.namespace} logs job/{job}`, then delete the Job and run "
                     "tune again."
                 )
+            if time.monotonic() - said >= HEARTBEAT_S:
+                log.info("tune: lr-find: waiting for Job %s (%s)", job, state)
+                said = time.monotonic()
             self.sleep(self.poll_interval)
 
     def sweep(self, spec: SweepSpec) -> None:
         launch.validate(spec, self.values, "kubernetes", check_schema=False)  # the Job names
-        self.create(self.renderer.sweep(spec), f"{len(spec.lrs)} run(s)")
+        self.create(self.renderer.sweep(spec), "this stage's")
         failed = self.wait(spec)
         if failed:
             raise UserError(
@@ -176,18 +188,8 @@ class ClusterRunner:
         todo = apply.plan(self.cluster, objs)
         apply.apply(self.cluster, todo.create)  # one line per object created
         if todo.unchanged:
-            log.info("tune: %s: %d object(s) already there and unchanged", what,
-                     len(todo.unchanged))  # fmt: skip
-
-    def job_state(self, name: str) -> str:
-        """`running` (or pending, queued), `succeeded but ...`, `failed: why`, `is gone`."""
-        job = self.cluster.get("batch/v1", "Job", name)
-        if job is None:
-            return "is gone (deleted?)"
-        state = status.job_state(job, [])
-        if state == "succeeded":
-            return "succeeded but wrote nothing"
-        return state if state.startswith("failed") else "running"
+            log.info("tune: %d of %s objects already there and unchanged", len(todo.unchanged),
+                     what)  # fmt: skip
 
     def wait(self, spec: SweepSpec) -> list[str]:
         """Poll until every run of the stage is over; the failed ones, each with why."""
@@ -195,7 +197,8 @@ class ClusterRunner:
         failed: list[str] = []
         said = time.monotonic()
         while jobs:
-            live = self.trainer_jobs(spec.name)  # read before the bucket, as in lr_find
+            # The Jobs before the bucket: a Job seen finished wrote its files before that.
+            live = self.trainer_jobs(spec.name)
             board = spec.sweep_dir.leaderboard() or {}
             waiting = []
             for run, job in list(jobs.items()):

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from common import layout, lr_range, results, storage
-from launcher import names, tune, tune_cluster
+from launcher import names, remove, tune, tune_cluster
 from launcher.kube import Cluster
 from launcher.objects import VALUES_ENV
 from tests.test_launcher_kube import NAMESPACE, Emulator, launcher
@@ -380,7 +380,10 @@ def test_a_failed_run_ends_tuning_once_the_rest_of_its_stage_is_over(
     cluster: Emulator,  # noqa: F811
     bucket: str,  # noqa: F811
     monkeypatch,  # noqa: ANN001
+    caplog,  # noqa: ANN001
 ) -> None:
+    monkeypatch.setattr(tune_cluster, "HEARTBEAT_S", 0.0)  # a line at every poll
+    caplog.set_level("INFO", logger="launcher")
     out = f"{bucket}/sweeps/flowers"
     found = fake_range_test("d")
     first = tune.coarse_grid(found.lr, found.stopped.lr)[0]
@@ -395,3 +398,35 @@ def test_a_failed_run_ends_tuning_once_the_rest_of_its_stage_is_over(
     assert list(stages) == ["lr-find", "coarse"] and not stages["coarse"].finished
     others = [r for r in stages["coarse"].runs if r != run]
     assert others and all(sweep_dir.run(r).is_complete() for r in others)
+    # Between the trainer's complete.json and the evaluator's score, the tuner says it waits.
+    assert f"{others[0]} (finished at step 6, waiting for the evaluator to score it)" in caplog.text
+
+
+def test_delete_stops_the_tuner_before_anything_else(
+    cluster: Emulator,  # noqa: F811
+    bucket: str,  # noqa: F811
+    monkeypatch,  # noqa: ANN001
+    caplog,  # noqa: ANN001
+) -> None:
+    """A tuner left running while its sweep is deleted would create the next stage's objects:
+    its Job goes first, and its pod is waited for (here it never goes: kmock runs no kubelet,
+    so the wait is cut to nothing and says so)."""
+    create_launcher_account(cluster)
+    assert launcher(*tune_argv(bucket))[0] == 0
+    code, _, stderr = launcher(
+        "sweep", "--backend", "kubernetes", "--data", f"{bucket}/datasets/colours",
+        "--out", f"{bucket}/sweeps/flowers", "--lrs", "0.1", "--steps", "6", "--early-stop", "asha",
+    )  # fmt: skip
+    assert code == 0, stderr
+    pod_labels = {**names.labels("flowers", "tuner"), "job-name": "flowers-tuner"}
+    pod = {"name": "flowers-tuner-abcde", "labels": pod_labels}
+    api(cluster).create({"apiVersion": "v1", "kind": "Pod", "metadata": pod})
+    monkeypatch.setattr(remove, "TUNER_STOP_S", 0.0)
+    caplog.set_level("INFO", logger="launcher")
+    code, stdout, stderr = launcher("delete", "--sweep", "flowers")
+    assert code == 0, stderr
+    deleted = [line for line in caplog.text.splitlines() if " deleted " in f" {line}"]
+    assert "deleted Job sweeps/flowers-tuner" in deleted[0]
+    assert "the tuner's pod is still there after 0 s; deleting the rest anyway" in caplog.text
+    assert "deleted 6 object(s) of sweep flowers" in stdout  # the tuner, a one-lr sweep's five
+    assert {k for k in cluster.live() if k[0] != "pods"} == {("serviceaccounts", LAUNCHER_SA)}

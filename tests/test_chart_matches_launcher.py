@@ -230,6 +230,32 @@ def test_the_same_tuner_job_from_one_values_file(
     assert "suspend" not in job["spec"]  # not queued, with Kueue either
 
 
+def test_the_same_tuner_job_from_command_line_flags(helm: str, tmp_path: Path) -> None:  # noqa: F811
+    """The tune flags and the convenience flags given to the launcher, --set to helm: the same
+    Job, FINETUNE_VALUES included (the flags travel as the values they stand for)."""
+    values = TUNER_SETS["tuner-cpu"]
+    given = ("data", "out", "lrs", "name", "trainerArgs", "earlyStop", "tuner")
+    rest = {k: v for k, v in values.items() if k not in given}
+    rest["trainer"] = {k: v for k, v in rest["trainer"].items() if k != "gpus"}
+    path = write_values(tmp_path, rest)
+    launcher = launcher_objects(
+        "--data", values["data"], "--out", values["out"], "--name", values["name"],
+        "--gpus", "0", "--early-stop", "median", "--grace", "20", "--budget-steps", "5000",
+        "--threshold", "0.005", "--max-rounds", "2", "--poll-interval", "12.5",
+        "--steps", "200", "--image-size", "160", "--batch-size", "16", "-f", str(path),
+        command="tune",
+    )  # fmt: skip
+    chart = render(
+        helm, rest, "--set", f"data={values['data']},out={values['out']},name={values['name']}",
+        "--set", "trainer.gpus=0,earlyStop.rule=median,earlyStop.grace=20",
+        "--set", "tuner.enabled=true,tuner.budgetSteps=5000,tuner.maxRounds=2",
+        # --set spells 0.005 as a string, which the schema refuses (as for evaluator.interval)
+        "--set-json", "tuner.threshold=0.005", "--set-json", "tuner.pollInterval=12.5",
+        "--set-json", 'trainerArgs=["--steps","200","--image-size","160","--batch-size","16"]',
+    )  # fmt: skip
+    assert_same(launcher, [o for o in chart if o["kind"] == "Job"])
+
+
 def test_the_tuner_comparison_has_teeth(helm: str, tmp_path: Path) -> None:  # noqa: F811
     """A value that only the chart's FINETUNE_VALUES carries is a difference."""
     launcher, _ = _tuner_objects(helm, TUNER_SETS["tuner-defaults"], tmp_path)

@@ -186,6 +186,24 @@ def test_dry_run_prints_the_job_and_contacts_nothing(tmp_path, monkeypatch) -> N
 # ---------------------------------------------------------------- in the pod
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (None, "--in-cluster reads its settings from FINETUNE_VALUES, which is not set"),
+        ("{not json", "FINETUNE_VALUES is not valid JSON"),
+        ("[1]", "FINETUNE_VALUES must hold a JSON object of values"),
+    ],
+)
+def test_the_pod_without_its_values_is_one_sentence(monkeypatch, env, message) -> None:  # noqa: ANN001
+    if env is None:
+        monkeypatch.delenv(VALUES_ENV, raising=False)
+    else:
+        monkeypatch.setenv(VALUES_ENV, env)
+    code, _, stderr = launcher("tune", "--backend", "kubernetes", "--in-cluster", "--data",
+                               "gs://b-x/d", "--out", "gs://b-x/sweeps/s")  # fmt: skip
+    assert code == 2 and stderr.count("\n") == 1 and message in stderr, stderr
+
+
 def fake_range_test(data: str) -> lr_range.LrFind:
     """A range test's record made as the trainer makes it: the loss falls until lr 1e-3, then
     explodes."""

@@ -14,7 +14,9 @@ batch (16), and trains for the same number of steps; top-1 is on the held-out sp
     head         python -m trainer --fine-tune head                 (our defaults otherwise)
     head-old     the same with --head-init random: the head trained from a random start by
                  SGD alone, as before the head fit existed
-    all          python -m trainer                                  (our defaults: fine-tune all)
+    all          python -m trainer                                  (our defaults: fine-tune all,
+                 lr 0.0001 after the head fit)
+    all-0.001    the same at --lr 0.001, the default before it was a tenth of the head's
     random       python -m trainer --weights none                   (all, from random weights)
 
 Printed: top-1 per seed, the mean and the spread (max - min), and the wall seconds of each run.
@@ -56,6 +58,7 @@ SETUPS = {
     "head": ["--fine-tune", "head"],
     "head-old": ["--fine-tune", "head", "--head-init", "random"],
     "all": [],
+    "all-0.001": ["--lr", "0.001"],  # the whole network at the head's lr, the old default
     "random": ["--weights", "none"],
 }
 

@@ -146,3 +146,21 @@ def test_dataset_with_a_shard_cut_short(capsys: pytest.CaptureFixture, tmp_path)
     assert f"the shard train-00001-of-00002 of {data} is {size - 7} bytes but dataset.json " in line
     assert f"says {size}: it is truncated or was replaced" in line
     assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    ("flags", "lr"),
+    [
+        ([], 1e-4),  # fine-tune all from ImageNet: the second stage's low lr
+        (["--weights", "gs://b/weights.h5"], 1e-4),  # any pretrained file
+        (["--fine-tune", "head"], 1e-3),
+        (["--weights", "none"], 1e-3),  # from random weights every layer has to learn
+        (["--lr", "0.01"], 0.01),  # given: always as given
+    ],
+)
+def test_the_default_lr_depends_on_what_is_trained(flags: list[str], lr: float) -> None:
+    from trainer.config import parse_args
+
+    config, given = parse_args(["--data", "d", "--run-dir", "r", *flags], env={})
+    assert config.lr == lr
+    assert ("lr" in given) == ("--lr" in flags)  # a resumed run keeps its saved lr otherwise

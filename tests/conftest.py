@@ -103,15 +103,20 @@ SLOWEST_FIRST = [
     "tests.test_images",  # with FINETUNE_IMAGE_TESTS=1 (.ci/run): builds and runs an image
     "tests.test_evaluator",  # about 420 s
     "tests.test_trainer_lease",  # 220
+    "tests.test_tune",  # 200: a whole tune (range test, five coarse runs, a refine round)
+    "tests.test_early_stop_rungs",  # 170: seven trainers judging themselves
     "tests.test_launcher_local",  # 145
     "tests.test_trainer_resume",  # 140
     "tests.test_trainer_workers",  # 140
     "tests.test_trainer_replicas",  # 120
     "tests.test_transfer",  # 100: two trainers and two evaluators
     "tests.test_trainer_run",  # 100
+    "tests.test_trainer_gcs",  # 95
     "tests.test_imagenet_weights",  # 60
     "tests.test_model",  # 85
     "tests.test_early_stop_trainer",  # 80
+    "tests.test_storage_faults",  # 60
+    "tests.test_lr_find",  # 50
 ]
 
 

@@ -195,6 +195,7 @@ class ClusterRunner:
         """Poll until every run of the stage is over; the failed ones, each with why."""
         jobs = {layout.run_name_for_lr(lr): names.trainer_job(spec.name, lr) for lr in spec.lrs}
         failed: list[str] = []
+        ends: dict[str, int] = {"finished": 0, "stopped": 0, "failed": 0}
         said = time.monotonic()
         while jobs:
             # The Jobs before the bucket: a Job seen finished wrote its files before that.
@@ -209,6 +210,7 @@ class ClusterRunner:
                 del jobs[run]
                 log.info("tune: %s %s", run, why)
                 said = time.monotonic()
+                ends[over] += 1
                 if over == "failed":
                     failed.append(f"{run}: {why}")
             if waiting and time.monotonic() - said >= HEARTBEAT_S:
@@ -216,6 +218,8 @@ class ClusterRunner:
                 said = time.monotonic()
             if jobs:
                 self.sleep(self.poll_interval)
+        log.info("tune: every run of the stage is over: %d finished, %d stopped early, %d failed",
+                 *ends.values())  # fmt: skip
         return failed
 
     def trainer_jobs(self, sweep: str) -> dict[str, Obj]:

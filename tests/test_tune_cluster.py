@@ -255,15 +255,19 @@ class FakeCluster:
                 self.train(layout.RunDir(flag(args, "--run-dir")), float(flag(args, "--lr")))
 
     def train(self, run: layout.RunDir, lr: float) -> None:
-        """What a trainer leaves: hparams.json, its final checkpoint scored, complete.json."""
-        steps = 6
-        run.save_hparams({"lr": lr, "steps": steps})
+        """What a trainer leaves: hparams.json, its final checkpoint scored, complete.json; a
+        run below lr 1e-6 stops itself early at its first rung (step 2), as asha would."""
+        run.save_hparams({"lr": lr, "steps": 6})
         top1 = max(0.1, 0.9 - 0.2 * abs(math.log10(lr / BEST_LR)))
-        entry = results.entry(steps, f"{run.checkpoints_dir}/ckpt-{steps}",
-                              {"top1": top1, "loss": 1.0 - top1}, "", "evaluator", "float32",
+        step, scorer = (2, "trainer") if lr < 1e-6 else (6, "evaluator")
+        entry = results.entry(step, f"{run.checkpoints_dir}/ckpt-{step}",
+                              {"top1": top1, "loss": 1.0 - top1}, "", scorer, "float32",
                               time.time())  # fmt: skip
         results.record(run.eval_dir, entry)
-        run.save_complete({"final_step": steps, "finished": layout.now()})
+        complete = {"final_step": step, "finished": layout.now()}
+        if lr < 1e-6:
+            complete["stopped"] = {"rule": "asha", "step": 2, "reason": "not in the top 1/3"}
+        run.save_complete(complete)
         self.unranked.append(run.name)
 
     def rank(self) -> None:
@@ -355,8 +359,16 @@ def test_the_tuner_pod_runs_every_stage_into_sweep_json(
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert lr_find["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     assert "created Job sweeps/flowers-lr-find" in caplog.text
-    for run in sweep.run_names():  # one line each, once the evaluator ranked its last step
-        assert f"tune: {run} finished at step 6, best top-1 " in caplog.text
+    for lr, run in zip(lrs, sweep.run_names(), strict=True):  # one line each, once over
+        if lr < 1e-6:
+            assert f"tune: {run} stopped early at step 2: not in the top 1/3" in caplog.text
+        else:  # once the evaluator ranked its last step
+            assert f"tune: {run} finished at step 6, best top-1 " in caplog.text
+    stopped = sum(lr < 1e-6 for lr in stages["coarse"].lrs)
+    assert stopped and (
+        f"every run of the stage is over: {5 - stopped} finished, {stopped} stopped early, "
+        "0 failed" in caplog.text
+    )
 
     # The pod again (a retried one): nothing is redone, nothing created.
     before = snapshot(cluster)

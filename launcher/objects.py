@@ -10,7 +10,7 @@ Choices that every pod shares, and why:
   no privilege escalation, every capability dropped, seccomp RuntimeDefault. The only
   writable paths are emptyDirs: /tmp (also HOME) and the Keras weight cache (KERAS_HOME).
 - No Kubernetes API token in the pods (automountServiceAccountToken: false): they only talk to
-  the bucket. Bucket credentials come from workload identity (ServiceAccount annotations) or a
+  the bucket. The one exception is the tuner's pod (`launcher tune` on a cluster, below). Bucket credentials come from workload identity (ServiceAccount annotations) or a
   Secret-mounted key file named by GOOGLE_APPLICATION_CREDENTIALS; never from args or env values.
 - Trainer Jobs: a disruption (preemption, eviction, drain: the DisruptionTarget condition) and a
   trainer that checkpointed on SIGTERM (`--exit-code-on-stop 143`: exiting 0 would let the Job
@@ -343,26 +343,11 @@ class Renderer:
     def tuner(self, spec: SweepSpec, options: Options) -> Obj:
         """The Job whose pod runs `launcher tune --in-cluster` on this sweep (spec: its data,
         out, name, trainer flags and early-stopping rule; its lrs are the stages' to choose)."""
-        rule = spec.early_stop
-        early_stop = spec.early_stop_args() if rule.rule != "none" else ["--early-stop", "none"]
-        budget = (
-            [] if options.budget_steps is None else ["--budget-steps", str(options.budget_steps)]
-        )
-        args = [
-            "--backend", "kubernetes", "--in-cluster",
-            "--data", spec.data, "--out", spec.out, "--name", spec.name,
-            *early_stop,
-            "--threshold", _number(options.threshold),
-            "--max-rounds", str(options.max_rounds),
-            "--poll-interval", _number(options.poll_interval),
-            *budget,
-            *spec.trainer_args,
-        ]  # fmt: skip
         container = self._container(
             "tuner",
             self._image("cpu"),
             ["python", "-m", "launcher", "tune"],
-            args,
+            tuner_args(spec, options),
             resources=self._setting("tuner.resources", dict, {}),
         )
         values = json.dumps(tuner_values(self.values, spec), sort_keys=True, separators=(",", ":"))
@@ -593,6 +578,22 @@ class Renderer:
                 "template": {"metadata": {"labels": labels}, "spec": pod},
             },
         }
+
+
+def tuner_args(spec: SweepSpec, options: Options) -> list[str]:
+    """The tuner pod's `launcher tune` flags: the laptop's, resolved. The early-stopping rule
+    is always given, `none` too, since the pod would otherwise choose asha."""
+    budget = [] if options.budget_steps is None else ["--budget-steps", str(options.budget_steps)]
+    return [
+        "--backend", "kubernetes", "--in-cluster",
+        "--data", spec.data, "--out", spec.out, "--name", spec.name,
+        *(spec.early_stop_args() or ["--early-stop", "none"]),
+        "--threshold", _number(options.threshold),
+        "--max-rounds", str(options.max_rounds),
+        "--poll-interval", _number(options.poll_interval),
+        *budget,
+        *spec.trainer_args,
+    ]  # fmt: skip
 
 
 def tuner_values(values: dict[str, Any], spec: SweepSpec) -> dict[str, Any]:

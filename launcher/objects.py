@@ -10,7 +10,8 @@ Choices that every pod shares, and why:
   no privilege escalation, every capability dropped, seccomp RuntimeDefault. The only
   writable paths are emptyDirs: /tmp (also HOME) and the Keras weight cache (KERAS_HOME).
 - No Kubernetes API token in the pods (automountServiceAccountToken: false): they only talk to
-  the bucket. The one exception is the tuner's pod (`launcher tune` on a cluster, below). Bucket credentials come from workload identity (ServiceAccount annotations) or a
+  the bucket (the one exception is the tuner's pod: `launcher tune` on a cluster, below).
+  Bucket credentials come from workload identity (ServiceAccount annotations) or a
   Secret-mounted key file named by GOOGLE_APPLICATION_CREDENTIALS; never from args or env values.
 - Trainer Jobs: a disruption (preemption, eviction, drain: the DisruptionTarget condition) and a
   trainer that checkpointed on SIGTERM (`--exit-code-on-stop 143`: exiting 0 would let the Job

@@ -25,20 +25,22 @@ Target: `head` and `all` at least the probe at the default image size; `all` bey
 
 Measured on 2 cores (2026-12-02; 134 train and 57 held-out photos, 299 px, batch 16, 40 steps
 = 4.8 epochs, seeds 0 and 1; seconds include the head fit and TensorFlow's start, some of them
-on a shared CPU):
+on a shared CPU); `all` and `all-0.001` again on 2026-12-07, after the default lr of a full
+fine-tune became 0.0001:
 
     probe       top-1 0.877  (exact, no seed)
     head        top-1 0.912 (spread 0.035: 0.895, 0.930)  111 s/run
     head-old    top-1 0.763 (spread 0.053: 0.737, 0.789)   62 s/run
-    all         top-1 0.860 (spread 0.035: 0.877, 0.842)  216 s/run
+    all         top-1 0.886 (spread 0.018: 0.877, 0.895)  194 s/run   (2026-12-07, lr 0.0001)
+    all-0.001   top-1 0.877 (spread 0.000: 0.877, 0.877)  190 s/run   (2026-12-07)
+                top-1 0.860 (spread 0.035: 0.877, 0.842)  216 s/run   (2026-12-02, the default then)
     random      top-1 0.368 (spread 0.070: 0.404, 0.333)  185 s/run
 
 `head` beats the probe (it starts at the probe's optimum and then sees augmented crops);
-`head-old`, the earlier default, is 0.15 below it. `all` at the default lr 0.001 is within one
-photo of 57 of the probe, not beyond it: with 134 images, four and a half epochs of every
-weight at that lr add nothing the head had not; a sweep's lower lrs are for that. The same
-`all` runs at `--lr 0.0001` (trainer and evaluator by hand, same flags) scored 0.895 and 0.877
-(mean 0.886): at the probe or one photo above it, not clearly beyond on 57 photos.
+`head-old`, the earlier default, is 0.15 below it. `all` at 0.001 is at the probe or one photo
+of 57 below it: four and a half epochs of every weight at the head's lr add nothing the fitted
+head had not. At 0.0001, its default now, it is at the probe or one photo above it: not clearly
+beyond on 57 photos.
 """
 
 from __future__ import annotations

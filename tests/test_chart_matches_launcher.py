@@ -289,6 +289,12 @@ def test_the_charts_tuner_rbac_is_k8s_rbac_yaml(helm: str) -> None:  # noqa: F81
     assert by_kind["Job"]["spec"]["template"]["spec"]["serviceAccountName"] == "tuner"
     for kind in ("ServiceAccount", "Role", "RoleBinding"):  # the release's, not the sweep's
         assert "app.kubernetes.io/instance" not in by_kind[kind]["metadata"]["labels"]
+    assert "annotations" not in by_kind["ServiceAccount"]["metadata"]
+    identity = {"iam.gke.io/gcp-service-account": "tuner@p.iam.gserviceaccount.com"}
+    tuner = {**values["tuner"], "rbac": {"create": True, "annotations": identity}}
+    annotated = render(helm, {**values, "tuner": tuner})
+    [account] = [o for o in annotated if o["kind"] == "ServiceAccount"]
+    assert account["metadata"]["annotations"] == identity  # workload identity for the bucket
     without = render(helm, {**values, "tuner": {"enabled": True, "serviceAccountName": "tuner"}})
     assert [o["kind"] for o in without if not is_hook(o)] == ["Job"]
 

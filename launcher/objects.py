@@ -146,14 +146,7 @@ class Renderer:
             resources=resources,
             ports=ports,
         )
-        pod = self._pod(
-            spec.name,
-            [trainer],
-            init_containers=[record],
-            where="trainer",
-            restart_policy="Never",
-            grace=self._setting("trainer.terminationGracePeriodSeconds", int, 120),
-        )
+        pod = self._trainer_pod(spec, trainer, init_containers=[record])
         retries = self._setting("trainer.backoffLimit", int, 3)
         job_spec: Obj = {"backoffLimit": retries}
         if workers > 1:
@@ -168,17 +161,37 @@ class Renderer:
                 "parallelism": workers,
                 "successPolicy": {"rules": [{"succeededIndexes": "0"}]},
             }
-        job_spec.update(
-            {
-                "podReplacementPolicy": "Failed",
-                "podFailurePolicy": {"rules": self._failure_rules("trainer")},
-                "template": {"metadata": {"labels": labels}, "spec": pod},
-            }
+        job_spec = self._trainer_job_spec(job_spec, pod, labels, "trainer")
+        return self._job(job_name, labels, job_spec)
+
+    def _trainer_pod(
+        self, spec: SweepSpec, container: Obj, init_containers: list[Obj] | None = None
+    ) -> Obj:
+        """A trainer's pod (a run's or the range test's): its placement and grace period."""
+        return self._pod(
+            spec.name,
+            [container],
+            init_containers=init_containers,
+            where="trainer",
+            restart_policy="Never",
+            grace=self._setting("trainer.terminationGracePeriodSeconds", int, 120),
         )
+
+    def _trainer_job_spec(
+        self, job_spec: Obj, pod: Obj, labels: dict[str, str], container: str | None
+    ) -> Obj:
+        """job_spec with what every trainer's Job has: the failure policy of the module's
+        docstring, no replacement beside a terminating pod, trainer.activeDeadlineSeconds."""
+        out: Obj = {
+            **job_spec,
+            "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {"rules": self._failure_rules(container)},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        }
         deadline = self._setting("trainer.activeDeadlineSeconds", int, None)
         if deadline is not None:
-            job_spec["activeDeadlineSeconds"] = deadline
-        return self._job(job_name, labels, job_spec)
+            out["activeDeadlineSeconds"] = deadline
+        return out
 
     def _trainer_image_and_resources(self) -> tuple[str, Obj]:
         """A trainer pod's image (GPU, or CPU with trainer.gpus 0) and resources (GPUs added)."""
@@ -322,23 +335,13 @@ class Renderer:
             ["--data", spec.data, "--run-dir", run_dir, *spec.trainer_args],
             resources=resources,
         )
-        pod = self._pod(
-            spec.name,
-            [container],
-            where="trainer",
-            restart_policy="Never",
-            grace=self._setting("trainer.terminationGracePeriodSeconds", int, 120),
-        )
         labels = names.labels(spec.name, "lr-find")
-        job_spec: Obj = {
-            "backoffLimit": self._setting("trainer.backoffLimit", int, 3),
-            "podReplacementPolicy": "Failed",
-            "podFailurePolicy": {"rules": self._failure_rules(None)},
-            "template": {"metadata": {"labels": labels}, "spec": pod},
-        }
-        deadline = self._setting("trainer.activeDeadlineSeconds", int, None)
-        if deadline is not None:
-            job_spec["activeDeadlineSeconds"] = deadline
+        job_spec = self._trainer_job_spec(
+            {"backoffLimit": self._setting("trainer.backoffLimit", int, 3)},
+            self._trainer_pod(spec, container),
+            labels,
+            None,
+        )
         return self._job(names.lr_find_job(spec.name), labels, job_spec)
 
     def tuner(self, spec: SweepSpec, options: Options) -> Obj:

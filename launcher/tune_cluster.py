@@ -43,7 +43,7 @@ from typing import Any
 
 from common import layout, lr_range, storage
 from common.cli import UserError
-from launcher import apply, launch, names, record, status
+from launcher import apply, launch, names, record, settings, status
 from launcher.cluster_backend import connect
 from launcher.kube import Cluster
 from launcher.objects import VALUES_ENV, Obj, Renderer, to_yaml
@@ -110,8 +110,6 @@ def values_from_env(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"{VALUES_ENV} is not valid JSON ({exc}).") from None
     if not isinstance(values, dict):
         raise UserError(f"{VALUES_ENV} must hold a JSON object of values.")
-    from launcher import settings
-
     return settings.merge(values, launch.overrides_from(args))
 
 

@@ -432,6 +432,48 @@ def test_a_failed_run_ends_tuning_once_the_rest_of_its_stage_is_over(
     assert f"{others[0]} (finished at step 6, waiting for the evaluator to score it)" in caplog.text
 
 
+class UnscorableCluster(FakeCluster):
+    """Trainers that finish, and an evaluator that can score none of their runs (a damaged
+    validation split, say): every run is listed under `broken`, none ranked."""
+
+    def train(self, run: layout.RunDir, lr: float) -> None:
+        run.save_hparams({"lr": lr, "steps": 6})
+        run.save_complete({"final_step": 6, "finished": layout.now()})
+        self.unranked.append(run.name)
+
+    def rank(self) -> None:
+        if not self.unranked:
+            return
+        broken = [{"run": r.name, "reason": "validation-00000-of-00001 is damaged"}
+                  for r in self.sweep_dir.runs()]  # fmt: skip
+        storage.write_json(self.sweep_dir.leaderboard_uri, {"runs": [], "broken": broken})
+        self.unranked = []
+
+
+def test_tuning_that_scores_no_run_fails_the_pod_in_one_sentence(
+    cluster: Emulator,  # noqa: F811
+    bucket: str,  # noqa: F811
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    """Exit 2, so the Job fails at once: a retried pod would find tuning ended the same way."""
+    out = f"{bucket}/sweeps/flowers"
+    fake = UnscorableCluster(cluster, out)
+    code, _, stderr = launcher(*start_tuner_job(cluster, bucket, monkeypatch, fake))
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("error: tuning ended with no run scored; see `python -m launcher "
+                             f"status --sweep {out} --backend kubernetes`")  # fmt: skip
+    stages = layout.SweepDir(out).load().stages
+    assert [s.name for s in stages] == ["lr-find", "coarse"]
+    assert stages[-1].ended == "no run was scored: nothing to refine around"
+
+
+def test_in_cluster_needs_the_kubernetes_backend() -> None:
+    code, _, stderr = launcher("tune", "--backend", "local", "--in-cluster", "--data",
+                               "gs://b-x/d", "--out", "gs://b-x/sweeps/s")  # fmt: skip
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert "--in-cluster is what the tuner Job runs; it needs --backend kubernetes." in stderr
+
+
 def test_delete_stops_the_tuner_before_anything_else(
     cluster: Emulator,  # noqa: F811
     bucket: str,  # noqa: F811

@@ -19,7 +19,14 @@ runs share a top-1, and the lower loss is the better run (a result without a los
 older evaluator, loses such a tie). Only an exact tie of both goes to the run.
 
 For both rules: the current best run (the best result so far, by the same order) is never
-stopped, nor is a run before the grace period (its latest evaluation is before step `grace`).
+stopped by the rule, nor is a run before the grace period (its latest evaluation is before step
+`grace`).
+
+With `patience` (steps), a run whose best result is that many steps older than its latest
+evaluation is stopped as well, the best run included (Keras' EarlyStopping, in steps): with a
+small validation split a run often peaks early and then only drifts, and asha alone trains the
+best run to its end whatever it does. Stopping loses nothing: the run's best checkpoint stays
+scored, ranked and exportable.
 A run whose training loss at a rung (which its trainer records with the result) is beyond
 ABSURD_LOSS is stopped at its first judged evaluation whatever the others did, the best run
 included: the loss is finite but the run has diverged. The validation loss is no such sign:
@@ -137,14 +144,18 @@ def decide(
         if histories.get(run) and histories[run][-1].step >= grace
     )
     absurd = [stop for run in candidates if (stop := _absurd(run, rule, histories[run]))]
-    protected = leaders(histories) | {stop.run for stop in absurd}
+    done = {stop.run for stop in absurd}
+    stale = [stop for run in candidates if run not in done
+             and (stop := _plateau(run, rule, histories[run]))]  # fmt: skip
+    protected = leaders(histories) | done | {stop.run for stop in stale}
     judged = [run for run in candidates if run not in protected]
     if rule.rule == "median":
         verdicts = (_median(run, histories, running) for run in judged)
     else:
         rungs = rung_steps(grace, rule.eta, total_steps, histories)
         verdicts = (_asha(run, histories, rungs, rule.eta) for run in judged)
-    return sorted([*absurd, *(s for s in verdicts if s is not None)], key=lambda s: s.run)
+    ruled = (s for s in verdicts if s is not None)
+    return sorted([*absurd, *stale, *ruled], key=lambda s: s.run)
 
 
 def leaders(histories: dict[str, list[Score]]) -> set[str]:
@@ -214,6 +225,23 @@ def _absurd(run: str, rule: EarlyStop, points: list[Score]) -> Stop | None:
     figures = {"top1": latest.top1, "loss": latest.loss, "train_loss": latest.train_loss,
                "absurd_loss": ABSURD_LOSS}  # fmt: skip
     return Stop(run, rule.rule, latest.step, reason, figures)
+
+
+def _plateau(run: str, rule: EarlyStop, points: list[Score]) -> Stop | None:
+    if not rule.patience:
+        return None
+    best = max(points, key=lambda p: p.key)  # the earliest of equal results
+    latest = points[-1].step
+    if latest - best.step < rule.patience:
+        return None
+    reason = (
+        f"its best top-1 {best.top1:.4f} (loss {_loss_text(best.loss)}) at step {best.step} "
+        f"has not improved in the {latest - best.step} steps to step {latest} (patience "
+        f"{rule.patience} steps)"
+    )
+    figures = {"best_top1": best.top1, "best_loss": best.loss, "best_step": best.step,
+               "patience": rule.patience}  # fmt: skip
+    return Stop(run, rule.rule, latest, reason, figures)
 
 
 def _median(run: str, histories: dict[str, list[Score]], running: set[str]) -> Stop | None:

@@ -271,18 +271,21 @@ class EarlyStop:
 
     grace: no run is stopped before this step, and asha's first rung is there; None: a tenth
     of the runs' steps. eta: asha keeps the top 1/eta at each rung, the next rung is eta times
-    further.
+    further. patience: a run whose best result is this many steps older than its latest is
+    stopped too, the best run included (its best checkpoint stays); None or 0: never.
     """
 
     rule: str = "none"
     grace: int | None = None
     eta: int = 3
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         if self.rule not in EARLY_STOP_RULES:
             raise ValueError(f"rule {self.rule!r} is not one of {', '.join(EARLY_STOP_RULES)}")
-        for name, value, least in (("grace", self.grace, 1), ("eta", self.eta, 2)):
-            if value is None and name == "grace":
+        checks = (("grace", self.grace, 1), ("eta", self.eta, 2), ("patience", self.patience, 0))
+        for name, value, least in checks:
+            if value is None and name in ("grace", "patience"):
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(f"{name} must be a whole number >= {least}, not {value!r}")
@@ -306,7 +309,8 @@ class EarlyStop:
             return "none"
         grace = "a tenth of the steps" if self.grace is None else f"{self.grace} steps"
         eta = f", eta {self.eta}" if self.rule == "asha" else ""
-        return f"{self.rule} (grace {grace}{eta})"
+        patience = f", patience {self.patience} steps" if self.patience else ""
+        return f"{self.rule} (grace {grace}{eta}{patience})"
 
 
 @dataclasses.dataclass

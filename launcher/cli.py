@@ -69,6 +69,12 @@ def _add_early_stop(p: argparse.ArgumentParser) -> None:
         "--eta", type=int_between(2, 100, "asha's reduction factor"), metavar="N",
         help="asha: keep the top 1/N at each rung; rungs N times apart (default 3)",
     )  # fmt: skip
+    g.add_argument(
+        "--patience", type=_non_negative, metavar="STEPS",
+        help="also stop a run whose best result is STEPS steps older than its latest, the best "
+        "run included (its best checkpoint stays); 0: never (the default, but for tune: three "
+        "grace periods)",
+    )  # fmt: skip
 
 
 def _non_negative(text: str) -> int:

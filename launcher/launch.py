@@ -35,7 +35,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         settings.set_dotted(out, "trainer.workers", args.workers)
     if getattr(args, "eval_interval", None) is not None:
         settings.set_dotted(out, "evaluator.interval", args.eval_interval)
-    for flag, key in (("early_stop", "rule"), ("grace", "grace"), ("eta", "eta")):
+    for flag, key in (("early_stop", "rule"), ("grace", "grace"), ("eta", "eta"),
+                      ("patience", "patience")):  # fmt: skip
         if getattr(args, flag, None) is not None:
             settings.set_dotted(out, f"earlyStop.{key}", getattr(args, flag))
     return out
@@ -46,10 +47,12 @@ def early_stop_from(values: dict[str, Any], args: argparse.Namespace) -> layout.
     rule = settings.get(values, "earlyStop.rule", str, "none")
     grace = settings.get(values, "earlyStop.grace", int, None)
     eta = settings.get(values, "earlyStop.eta", int, 3)
-    if rule == "none" and (getattr(args, "grace", None) or getattr(args, "eta", None)):
-        raise UserError("--grace and --eta only apply with --early-stop median or asha.")
+    patience = settings.get(values, "earlyStop.patience", int, None)
+    if rule == "none" and any(getattr(args, f, None) for f in ("grace", "eta", "patience")):
+        raise UserError("--grace, --eta and --patience only apply with --early-stop median or "
+                        "asha.")  # fmt: skip
     try:
-        return layout.EarlyStop(rule, grace, eta)
+        return layout.EarlyStop(rule, grace, eta, patience)
     except ValueError as exc:
         raise UserError(f"settings: earlyStop: {exc}.") from None
 

@@ -62,7 +62,8 @@ class SweepSpec:
         if rule.rule == "none":
             return []
         grace = ["--grace", str(rule.grace)] if rule.grace is not None else []
-        return ["--early-stop", rule.rule, *grace, "--eta", str(rule.eta)]
+        patience = ["--patience", str(rule.patience)] if rule.patience else []
+        return ["--early-stop", rule.rule, *grace, "--eta", str(rule.eta), *patience]
 
 
 def lr_text(lr: float) -> str:

@@ -5,14 +5,15 @@ then try a finer grid around the best. `tune` does the same without the person:
 
 1. lr-find: fastai's range test (`python -m trainer lr-find`, common.lr_range) into
    <out>/lr-find/, with the sweep's own training flags; its suggestion (valley) centres
-2. coarse: decades around the suggestion (COARSE_DECADES), none above the lr where the range
-   test's loss diverged; then
+2. coarse: the suggestion's decade and the one on each side (COARSE_DECADES), none above the
+   lr where the range test's loss diverged; then
 3. refine-1, refine-2, ...: today's `refine` factors around the best lr so far (launcher.refine),
    until a round improves the best top-1 by less than --threshold, nothing is left to try, the
    budget of training steps is spent, or --max-rounds rounds ran.
 
-Every sweep stage runs with early stopping (asha unless told otherwise): its trainers judge
-themselves at their rungs against every run of the sweep, earlier stages' included. Each stage
+Every sweep stage runs with early stopping (asha unless told otherwise, and a patience of
+three grace periods unless --patience says otherwise): its trainers judge themselves at their
+rungs against every run of the sweep, earlier stages' included. Each stage
 is recorded in sweep.json (`stages`: what it ran and why, the best after it, why tuning ended)
 before and after it runs, so that `status` shows them and the same command resumes: a
 finished range test and complete runs are never redone. The evaluator ranks every stage's runs
@@ -37,17 +38,25 @@ import subprocess
 import sys
 from typing import Any, Protocol
 
-from common import layout, lr_range, storage
+from common import early_stop, layout, lr_range, storage
 from common.cli import UserError
 from launcher import record, refine, settings
 from launcher.spec import SweepSpec
 
 log = logging.getLogger("launcher")
 
-COARSE_DECADES = (-2, -1, 0, 1, 2)  # the suggestion times 10^k: the seed's five decades
+# The suggestion times 10^k. The seed's five decades bracket an lr nobody has located; the range
+# test has located it (its three suggestions usually lie within about a decade of each other),
+# so one decade each side checks it, and refine's factors (x5, x0.2) walk on past an edge.
+COARSE_DECADES = (-1, 0, 1)
 DEFAULT_THRESHOLD = 0.01  # a refine round that adds less top-1 than this ends tuning
 DEFAULT_MAX_ROUNDS = 3
 DEFAULT_POLL_INTERVAL = 30.0  # seconds between a cluster tuner's looks at its Jobs and bucket
+# Tune's default patience, in grace periods: a run whose best is three grace periods (30% of a
+# run by default) old stops. On the held-out photos (benchmarks/bench_tune.py) the runs with
+# lrs 2e-05 to 2e-04, the best ones, all peaked by step 36 of 120, and asha trained each
+# stage's best on to step 120 without a better result.
+PATIENCE_GRACES = 3
 
 
 class StageRunner(Protocol):
@@ -101,10 +110,27 @@ def with_early_stop(values: dict[str, Any], args: argparse.Namespace) -> dict[st
     return values
 
 
+def with_patience(spec: SweepSpec) -> SweepSpec:
+    """The spec with tune's default patience (PATIENCE_GRACES grace periods) unless one was
+    given (--patience 0 is one: never); none when the runs' length is not known (--epochs)."""
+    rule = spec.early_stop
+    steps = _steps_flag(spec.trainer_args)
+    grace = early_stop.grace_steps(rule, steps)
+    if rule.patience is not None or rule.rule == "none" or grace is None:
+        return spec
+    rule = dataclasses.replace(rule, patience=PATIENCE_GRACES * grace)
+    return dataclasses.replace(spec, early_stop=rule)
+
+
+def _steps_flag(trainer_args: tuple[str, ...] | list[str]) -> int | None:
+    args = list(trainer_args)
+    return int(args[args.index("--steps") + 1]) if "--steps" in args else None
+
+
 def coarse_grid(suggested: float, ceiling: float | None) -> list[float]:
     """Decades around the suggestion, largest first, at one significant digit (0.0012 ->
-    0.1, 0.01, 0.001, 0.0001, 1e-05); none at or above `ceiling` (where the range test's loss
-    diverged), but always the suggestion's own decade."""
+    0.01, 0.001, 0.0001); none at or above `ceiling` (where the range test's loss diverged),
+    but always the suggestion's own decade."""
     centre = float(f"{suggested:.0e}")
     grid = [float(f"{centre * 10.0**k:.0e}") for k in sorted(COARSE_DECADES, reverse=True)]
     return [lr for lr in grid if ceiling is None or lr < ceiling or lr == centre]
@@ -258,9 +284,9 @@ class Tuner:
     def run_steps(self) -> int | None:
         """Each run's length: --steps, else what a run of this sweep recorded (with --epochs
         it depends on the dataset); None before the first run started."""
-        args = list(self.base.trainer_args)
-        if "--steps" in args:
-            return int(args[args.index("--steps") + 1])
+        steps = _steps_flag(self.base.trainer_args)
+        if steps is not None:
+            return steps
         for run in self.sweep_dir.runs():
             steps = (run.hparams() or {}).get("steps")
             if isinstance(steps, int) and steps > 0:
@@ -348,8 +374,11 @@ def tune_main(args: argparse.Namespace) -> int:
         from launcher import tune_cluster
 
         if in_cluster:
-            return tune_cluster.tune_in_cluster(args, values, spec, options)
+            return tune_cluster.tune_in_cluster(args, values, with_patience(spec), options)
+        # The Job carries the rule as given (as the chart renders it); its pod, like start's
+        # sweep.json, adds the same default patience.
         return tune_cluster.start(args, given, spec, options)
+    spec = with_patience(spec)
     launch.check_bucket(spec)
     runner = LocalRunner(args, spec.data)
     if args.dry_run:

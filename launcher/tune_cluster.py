@@ -48,7 +48,7 @@ from launcher.cluster_backend import connect
 from launcher.kube import Cluster
 from launcher.objects import VALUES_ENV, Obj, Renderer, to_yaml
 from launcher.spec import SweepSpec
-from launcher.tune import Options, Tuner
+from launcher.tune import Options, Tuner, with_patience
 
 log = logging.getLogger("launcher")
 
@@ -70,7 +70,7 @@ def start(
     cluster = connect(args)
     _check_service_account(cluster, job)
     todo = apply.plan(cluster, [job])  # a conflict is found before anything is written
-    record.record(spec)  # sweep.json's base record, as Tuner.run writes it first
+    record.record(with_patience(spec))  # sweep.json's base record, as Tuner.run writes it
     apply.apply(cluster, todo.create)
     name, ns = job["metadata"]["name"], cluster.namespace
     state = "created" if todo.create else "already there and unchanged"

@@ -57,7 +57,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "name": "cpu-sweep",
         "lrs": [0.05, 0.0001, 1e-05],
         "trainerArgs": ["--batch-size", "16", "--steps", "200", "--image-size", "160"],
-        "earlyStop": {"rule": "asha", "grace": 50, "eta": 4},
+        "earlyStop": {"rule": "asha", "grace": 50, "eta": 4, "patience": 150},
         "image": {"pullPolicy": "Always", "pullSecrets": ["registry-key"]},
         "trainer": {
             "gpus": 0,

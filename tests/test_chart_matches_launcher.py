@@ -186,7 +186,7 @@ TUNER_SETS: dict[str, dict[str, Any]] = {
     # A CPU cluster's set with its lrs (ignored), median early stopping with a grace.
     "tuner-cpu": {
         **VALUE_SETS["cpu"],
-        "earlyStop": {"rule": "median", "grace": 20},
+        "earlyStop": {"rule": "median", "grace": 20, "patience": 60},
         "tuner": {
             "enabled": True,
             "budgetSteps": 5000,
@@ -240,7 +240,8 @@ def test_the_same_tuner_job_from_command_line_flags(helm: str, tmp_path: Path) -
     path = write_values(tmp_path, rest)
     launcher = launcher_objects(
         "--data", values["data"], "--out", values["out"], "--name", values["name"],
-        "--gpus", "0", "--early-stop", "median", "--grace", "20", "--budget-steps", "5000",
+        "--gpus", "0", "--early-stop", "median", "--grace", "20", "--patience", "60",
+        "--budget-steps", "5000",
         "--threshold", "0.005", "--max-rounds", "2", "--poll-interval", "12.5",
         "--steps", "200", "--image-size", "160", "--batch-size", "16", "-f", str(path),
         command="tune",
@@ -248,6 +249,7 @@ def test_the_same_tuner_job_from_command_line_flags(helm: str, tmp_path: Path) -
     chart = render(
         helm, rest, "--set", f"data={values['data']},out={values['out']},name={values['name']}",
         "--set", "trainer.gpus=0,earlyStop.rule=median,earlyStop.grace=20",
+        "--set", "earlyStop.patience=60",
         "--set", "tuner.enabled=true,tuner.budgetSteps=5000,tuner.maxRounds=2",
         # --set spells 0.005 as a string, which the schema refuses (as for evaluator.interval)
         "--set-json", "tuner.threshold=0.005", "--set-json", "tuner.pollInterval=12.5",

@@ -52,13 +52,18 @@ def test_values_file_gives_the_rule_and_flags_override_it(tmp_path) -> None:  # 
     (args, _) = record_sweep_args("-f", str(values), "--early-stop", "asha", "--eta", "2")
     assert args[args.index("--early-stop") :] == ["--early-stop", "asha", "--grace", "7",
                                                   "--eta", "2"]  # fmt: skip
+    (args, _) = record_sweep_args("-f", str(values), "--patience", "30")
+    assert args[args.index("--early-stop") :] == ["--early-stop", "median", "--grace", "7",
+                                                  "--eta", "3", "--patience", "30"]  # fmt: skip
 
 
 def test_bad_early_stop_input_is_one_sentence(tmp_path) -> None:  # noqa: ANN001
     code, _, err = launcher("sweep", "--dry-run", *CLUSTER, "--grace", "10")
     assert code == 2 and err.strip().splitlines() == [
-        "error: --grace and --eta only apply with --early-stop median or asha."
+        "error: --grace, --eta and --patience only apply with --early-stop median or asha."
     ]
+    code, _, err = launcher("sweep", "--dry-run", *CLUSTER, "--patience", "30")
+    assert code == 2 and "--patience only apply with --early-stop median or asha" in err
     code, _, err = launcher("sweep", "--dry-run", *CLUSTER, "--early-stop", "asha", "--eta", "1")
     assert code == 2 and "--eta: expected a whole number from 2 to 100" in err
     values = tmp_path / "v.yaml"
@@ -81,7 +86,8 @@ def test_record_sweep_writes_the_rule_and_a_sweep_keeps_it(tmp_path) -> None:  #
     sweep = layout.SweepDir(out).load()
     assert sweep.early_stop == layout.EarlyStop("asha", 40, 3)
     with open(layout.SweepDir(out).sweep_uri) as f:
-        assert json.load(f)["early_stop"] == {"rule": "asha", "grace": 40, "eta": 3}
+        assert json.load(f)["early_stop"] == {"rule": "asha", "grace": 40, "eta": 3,
+                                              "patience": None}  # fmt: skip
     # The same again, and another lr with the same rule: fine; another rule: one sentence.
     assert launcher(*base, "--lrs", "0.01", "--early-stop", "asha", "--grace", "40")[0] == 0
     code, _, err = launcher(*base, "--lrs", "0.001")

@@ -197,13 +197,19 @@ def test_sweep_json_without_or_with_the_old_early_stop_entry_loads() -> None:
     sweep = Sweep.from_dict({**base, "early_stop": {"rule": "asha", "grace": 50, "eta": 4}})
     assert sweep.early_stop == EarlyStop("asha", 50, 4)
     assert Sweep.from_dict(sweep.to_dict()) == sweep
-    assert sweep.to_dict()["early_stop"] == {"rule": "asha", "grace": 50, "eta": 4}
+    assert sweep.to_dict()["early_stop"] == {"rule": "asha", "grace": 50, "eta": 4,
+                                             "patience": None}  # fmt: skip
+    with_patience = Sweep.from_dict({**base, "early_stop": {"rule": "asha", "patience": 30}})
+    assert with_patience.early_stop == EarlyStop("asha", None, 3, 30)
+    described = "asha (grace a tenth of the steps, eta 3, patience 30 steps)"
+    assert with_patience.early_stop.describe() == described
 
 
 @pytest.mark.parametrize(
     "bad",
     [{"rule": "hyperband"}, {"rule": "asha", "eta": 1}, {"rule": "asha", "grace": 0}, "asha",
-     {"rule": "median", "grace": 2.5}],
+     {"rule": "median", "grace": 2.5}, {"rule": "asha", "patience": -1},
+     {"rule": "asha", "patience": True}],
 )  # fmt: skip
 def test_a_bad_early_stop_entry_is_one_sentence(bad: object) -> None:
     data = {"name": "s", "data": "/d", "candidates": [], "early_stop": bad}
@@ -292,3 +298,33 @@ def test_scores_of_a_results_store() -> None:
     assert stopping.scores_of([{"step": 3, "top1": 0.1, "loss": 9.0, "train_loss": 3e8}]) == [
         (3, 0.1, 9.0, 3e8)
     ]
+
+
+# ---------------------------------------------------------------- patience
+
+
+@pytest.mark.parametrize("rule", ["asha", "median"])
+def test_patience_stops_a_run_whose_best_is_that_old_the_best_run_included(rule: str) -> None:
+    """The best run peaked at step 10 and only drifted since; the rule alone would let it go
+    on to the end."""
+    histories = {"best": linear(0.9, 0.8, 0.8, 0.85), "b": linear(0.5, 0.6, 0.7, 0.8)}
+    assert "best" not in stopped(EarlyStop(rule, grace=10), histories)  # no patience: never
+    verdicts = stopped(EarlyStop(rule, grace=10, patience=30), histories)
+    assert "best" in verdicts
+    assert "patience" not in getattr(verdicts.get("b"), "reason", "")  # b improves every time
+    stop = verdicts["best"]
+    assert (stop.rule, stop.step, stop.figures["best_step"]) == (rule, 40, 10)
+    assert stop.reason == ("its best top-1 0.9000 (loss unknown) at step 10 has not improved in "
+                           "the 30 steps to step 40 (patience 30 steps)")  # fmt: skip
+    assert "best" not in stopped(EarlyStop(rule, grace=10, patience=31), histories)
+    assert "best" not in stopped(EarlyStop(rule, grace=10, patience=0), histories)
+
+
+def test_patience_counts_from_the_earliest_of_equal_results_and_after_grace() -> None:
+    flat = [stopping.Score(s, 0.5, 1.0) for s in (10, 20, 30)]
+    assert set(stopped(EarlyStop("asha", grace=10, patience=20), {"a": flat})) == {"a"}
+    # A lower loss at the same top-1 is an improvement.
+    better = [*flat[:2], stopping.Score(30, 0.5, 0.9)]
+    assert stopped(EarlyStop("asha", grace=10, patience=20), {"a": better}) == {}
+    # Nothing before the grace period, patience or not.
+    assert stopped(EarlyStop("asha", grace=31, patience=5), {"a": flat}) == {}

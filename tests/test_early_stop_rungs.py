@@ -245,3 +245,38 @@ def test_a_run_that_went_on_first_is_judged_again_once_the_others_reach_the_rung
     assert (stop["by"], stop["rung"], stop["keep"]) == ("trainer", 3, 1)
     assert run.complete()["final_step"] == paused
     assert sorted(stored(run)) == [3]  # its rung result stood: scored once
+
+
+def test_a_run_whose_best_is_patience_steps_old_stops_between_rungs(
+    data: str,
+    tmp_path,  # noqa: ANN001
+) -> None:
+    """Alone at rung 3, asha lets it go on, and its best (step 1, as an evaluator recorded it)
+    is 2 steps old: within a patience of 3. Paused between rungs, the evaluator scores the
+    checkpoint it left, worse; resumed, it stops there on that result, without rung 9."""
+    rule = layout.EarlyStop("asha", grace=3, eta=3, patience=3)
+    sweep = make_sweep(str(tmp_path / "sweep"), data, "a", rule=rule)
+    run = sweep.run("a")
+    results.record(run.eval_dir, {"step": 1, "checkpoint": "ckpt-1", "top1": 1.0, "loss": 0.0,
+                                  "scored_by": "evaluator"})  # fmt: skip
+    log = str(tmp_path / "a.log")
+    proc = start_trainer(data, run.uri, *FLAGS, log_path=log)
+    try:
+        wait_for(lambda: "rung step 3: a goes on" in _read(log), 300, "the rung verdict", proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, _read(log)
+    finally:
+        proc.kill()
+    paused = run.latest_checkpoint_step()
+    assert paused is not None and 3 < paused < 9 and not os.path.exists(run.stop_uri)
+    results.record(run.eval_dir, {"step": paused, "checkpoint": f"ckpt-{paused}", "top1": 0.5,
+                                  "loss": 1.0, "scored_by": "evaluator"})  # fmt: skip
+    again = run_trainer(data, run.uri, *FLAGS, timeout=300)
+    assert again.returncode == 0, again.stderr
+    reason = (f"its best top-1 1.0000 (loss 0) at step 1 has not improved in the {paused - 1} "
+              f"steps to step {paused} (patience 3 steps)")  # fmt: skip
+    assert f"step {paused}: stopping a (asha): {reason}" in again.stderr
+    stop = run.stop_request()
+    assert (stop["by"], stop["step"], stop["best_step"]) == ("trainer", paused, 1)
+    assert stop["reason"] == reason
+    assert run.complete()["final_step"] == paused

@@ -20,15 +20,29 @@ from launcher.spec import SweepSpec
 from tests.trainer_testdata import REPO, write_dataset
 
 
-def test_the_coarse_grid_is_five_decades_around_the_suggestion() -> None:
-    assert tune.coarse_grid(0.0012, None) == [0.1, 0.01, 0.001, 0.0001, 1e-05]
-    assert tune.coarse_grid(0.0068, None) == [0.7, 0.07, 0.007, 0.0007, 7e-05]
+def test_the_coarse_grid_is_the_suggestions_decade_and_one_each_side() -> None:
+    assert tune.coarse_grid(0.0012, None) == [0.01, 0.001, 0.0001]
+    assert tune.coarse_grid(0.0068, None) == [0.07, 0.007, 0.0007]
 
 
 def test_the_coarse_grid_leaves_out_lrs_where_the_range_test_diverged() -> None:
-    assert tune.coarse_grid(0.0012, ceiling=0.05) == [0.01, 0.001, 0.0001, 1e-05]
+    assert tune.coarse_grid(0.0012, ceiling=0.005) == [0.001, 0.0001]
     # A ceiling at or below the suggestion still leaves the suggestion's own decade.
-    assert tune.coarse_grid(0.003, ceiling=0.001) == [0.003, 0.0003, 3e-05]
+    assert tune.coarse_grid(0.003, ceiling=0.001) == [0.003, 0.0003]
+
+
+def test_tune_stops_a_run_whose_best_is_three_grace_periods_old_unless_told() -> None:
+    def patience(rule: layout.EarlyStop, *flags: str) -> int | None:
+        spec = SweepSpec("s", "/d", "/o", (), flags, rule)
+        return tune.with_patience(spec).early_stop.patience
+
+    asha = layout.EarlyStop("asha")
+    assert patience(asha, "--steps", "120") == 36  # grace: a tenth of the steps
+    assert patience(layout.EarlyStop("median", grace=40), "--steps", "120") == 120
+    assert patience(layout.EarlyStop("asha", patience=0), "--steps", "120") == 0  # never
+    assert patience(layout.EarlyStop("asha", patience=50), "--steps", "120") == 50
+    assert patience(asha, "--epochs", "3") is None  # the runs' length is not known yet
+    assert patience(layout.EarlyStop("none"), "--steps", "120") is None
 
 
 def test_a_budget_keeps_the_lrs_nearest_the_middle() -> None:
@@ -82,7 +96,7 @@ def test_tune_runs_the_range_test_then_a_coarse_grid_then_a_refine_round(tmp_pat
     pytest.importorskip("tensorflow")
     data, out = str(tmp_path / "data"), str(tmp_path / "sweep")
     write_dataset(data, train_per_class=8, val_per_class=2)
-    budget = 100 + 5 * 6 + 2 * 6  # the range test, five coarse runs, two refined
+    budget = 100 + 3 * 6 + 2 * 6  # the range test, three coarse runs, two refined
     done = run(tune_command(data, out, "--budget-steps", str(budget)))
     assert done.returncode == 0, done.stderr[-3000:]
     sweep_dir = layout.SweepDir(out)

@@ -31,6 +31,7 @@ pytest.importorskip("kmock")
 
 LAUNCHER_SA = "inception-finetune-launcher"
 BEST_LR = 3e-4  # where the fake trainers' top-1 peaks
+STOPS_BELOW = 1e-5  # a fake trainer with a smaller lr stops itself at its first rung
 
 
 def tune_argv(bucket: str, *extra: str) -> list[str]:  # noqa: F811
@@ -256,16 +257,16 @@ class FakeCluster:
 
     def train(self, run: layout.RunDir, lr: float) -> None:
         """What a trainer leaves: hparams.json, its final checkpoint scored, complete.json; a
-        run below lr 1e-6 stops itself early at its first rung (step 2), as asha would."""
+        run below lr STOPS_BELOW stops itself early at its first rung (step 2), as asha would."""
         run.save_hparams({"lr": lr, "steps": 6})
         top1 = max(0.1, 0.9 - 0.2 * abs(math.log10(lr / BEST_LR)))
-        step, scorer = (2, "trainer") if lr < 1e-6 else (6, "evaluator")
+        step, scorer = (2, "trainer") if lr < STOPS_BELOW else (6, "evaluator")
         entry = results.entry(step, f"{run.checkpoints_dir}/ckpt-{step}",
                               {"top1": top1, "loss": 1.0 - top1}, "", scorer, "float32",
                               time.time())  # fmt: skip
         results.record(run.eval_dir, entry)
         complete = {"final_step": step, "finished": layout.now()}
-        if lr < 1e-6:
+        if lr < STOPS_BELOW:
             complete["stopped"] = {"rule": "asha", "step": 2, "reason": "not in the top 1/3"}
         run.save_complete(complete)
         self.unranked.append(run.name)
@@ -360,13 +361,14 @@ def test_the_tuner_pod_runs_every_stage_into_sweep_json(
     assert lr_find["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     assert "created Job sweeps/flowers-lr-find" in caplog.text
     for lr, run in zip(lrs, sweep.run_names(), strict=True):  # one line each, once over
-        if lr < 1e-6:
+        if lr < STOPS_BELOW:
             assert f"tune: {run} stopped early at step 2: not in the top 1/3" in caplog.text
         else:  # once the evaluator ranked its last step
             assert f"tune: {run} finished at step 6, best top-1 " in caplog.text
-    stopped = sum(lr < 1e-6 for lr in stages["coarse"].lrs)
+    stopped = sum(lr < STOPS_BELOW for lr in stages["coarse"].lrs)
+    finished = len(stages["coarse"].lrs) - stopped
     assert stopped and (
-        f"every run of the stage is over: {5 - stopped} finished, {stopped} stopped early, "
+        f"every run of the stage is over: {finished} finished, {stopped} stopped early, "
         "0 failed" in caplog.text
     )
 
@@ -488,6 +490,7 @@ def test_delete_stops_the_tuner_before_anything_else(
     code, _, stderr = launcher(
         "sweep", "--backend", "kubernetes", "--data", f"{bucket}/datasets/colours",
         "--out", f"{bucket}/sweeps/flowers", "--lrs", "0.1", "--steps", "6", "--early-stop", "asha",
+        "--patience", "3",  # the tune's: three grace periods of 1 step
     )  # fmt: skip
     assert code == 0, stderr
     pod_labels = {**names.labels("flowers", "tuner"), "job-name": "flowers-tuner"}

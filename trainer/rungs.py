@@ -24,6 +24,9 @@ evaluator's exactly-once results:
   sweep saved 50% of its steps or 38% by that order alone), and a run that went on only
   because it came first would train to the next rung. This reads every run's results once per
   checkpoint: one listing per run.
+- With a patience (common.early_stop), the run is judged at every checkpoint, on the results
+  on record by then (the evaluator scores the checkpoints between rungs): a run whose best is
+  `patience` steps old stops itself without waiting for a rung.
 """
 
 from __future__ import annotations

@@ -99,19 +99,24 @@ class RungJudge:
     def rejudge(self, step: int) -> bool:
         """At a checkpoint between rungs: judge the run again at its last rung, on the results
         on record, if not every run had reached that rung at its verdict (trainer.rungs says
-        why); True when it is to stop, with its stop.json written."""
+        why), or with a patience, on whatever has been scored since; True when it is to stop,
+        with its stop.json written."""
         rung = self.rungs.open_rung(step)
-        if rung is None:
+        if rung is None and not self.rungs.rule.patience:
             return False
         run = self.plan.run
-        verdict = self.rungs.judge(run, rung)
+        verdict = self.rungs.judge(run, rung or step)
         if verdict is None:
-            log.debug("step %d: %s still goes on at the rung of step %d (%d runs there)",
-                      step, run.name, rung, self.rungs.reached)  # fmt: skip
+            log.debug("step %d: %s still goes on (%d runs at or past step %d)",
+                      step, run.name, self.rungs.reached, rung or step)  # fmt: skip
             return False
         self.check_lease()
         if run.save_stop_request(stop_record(verdict)):
-            log.info("step %d: stopping %s (%s), judged again at the rung of step %d now that "
-                     "%d of the sweep's runs have reached it: %s", step, run.name, verdict.rule,
-                     rung, self.rungs.reached, verdict.reason)  # fmt: skip
+            if "rung" not in verdict.figures:  # patience, or an absurd loss
+                log.info("step %d: stopping %s (%s): %s", step, run.name, verdict.rule,
+                         verdict.reason)  # fmt: skip
+            else:
+                log.info("step %d: stopping %s (%s), judged again at the rung of step %d now "
+                         "that %d of the sweep's runs have reached it: %s", step, run.name,
+                         verdict.rule, rung, self.rungs.reached, verdict.reason)  # fmt: skip
         return True

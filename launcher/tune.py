@@ -8,8 +8,9 @@ then try a finer grid around the best. `tune` does the same without the person:
 2. coarse: the suggestion's decade and the one on each side (COARSE_DECADES), none above the
    lr where the range test's loss diverged; then
 3. refine-1, refine-2, ...: today's `refine` factors around the best lr so far (launcher.refine),
-   until a round improves the best top-1 by less than --threshold, nothing is left to try, the
-   budget of training steps is spent, or --max-rounds rounds ran.
+   until a round improves the best top-1 by less than --threshold or than the noise of a top-1
+   on the validation split (one standard error; with 57 images, about three of them), nothing
+   is left to try, the budget of training steps is spent, or --max-rounds rounds ran.
 
 Every sweep stage runs with early stopping (asha unless told otherwise, and a patience of
 three grace periods unless --patience says otherwise): its trainers judge themselves at their
@@ -38,7 +39,7 @@ import subprocess
 import sys
 from typing import Any, Protocol
 
-from common import early_stop, layout, lr_range, storage
+from common import early_stop, layout, lr_range, manifest, storage
 from common.cli import UserError
 from launcher import record, refine, settings
 from launcher.spec import SweepSpec
@@ -108,6 +109,14 @@ def with_early_stop(values: dict[str, Any], args: argparse.Namespace) -> dict[st
     if args.early_stop is None and settings.get(values, "earlyStop.rule", str, "none") == "none":
         return settings.merge(values, {"earlyStop": {"rule": "asha"}})
     return values
+
+
+def noise_of(top1: float, images: int) -> float:
+    """One standard error of a top-1 measured on `images` images (binomial): a round whose
+    best is within it of the last best has found nothing the validation split can tell apart
+    (one photo in 57 is 0.0175; the standard error of a top-1 of 0.75 there is 0.057)."""
+    p = min(max(top1, 0.0), 1.0)
+    return math.sqrt(p * (1 - p) / images)
 
 
 def with_patience(spec: SweepSpec) -> SweepSpec:
@@ -189,12 +198,32 @@ class Tuner:
             before = best
             best = self.sweep_stage(f"refine-{round_}", *self.refine_lrs(best))
             gain = (best or {}).get("top1", 0) - (before or {}).get("top1", 0)
-            if gain < self.options.threshold:
+            needed, what = self.needed_gain(before)
+            if gain < needed:
                 self.end(f"refine-{round_} improved the best top-1 by {gain:+.4f}, less than "
-                         f"the threshold {self.options.threshold:g}", best)  # fmt: skip
+                         f"{what}", best)  # fmt: skip
                 return best
         self.end(f"{self.options.max_rounds} refine rounds ran (--max-rounds)", best)
         return best
+
+    def needed_gain(self, before: dict[str, Any] | None) -> tuple[float, str]:
+        """What a refine round must add to the best top-1 to go on, and its words: the
+        threshold, or the noise of a top-1 measured on the validation split if larger."""
+        threshold = (self.options.threshold, f"the threshold {self.options.threshold:g}")
+        images = self.validation_images()
+        if not before or not images:
+            return threshold
+        noise = noise_of(before["top1"], images)
+        if noise <= threshold[0]:
+            return threshold
+        return noise, (f"the noise of a top-1 of {before['top1']:.4f} on {images} validation "
+                       f"images ({noise:.4f}, one standard error)")  # fmt: skip
+
+    def validation_images(self) -> int:
+        try:
+            return manifest.load(self.base.data).count("validation")
+        except (UserError, OSError, ValueError):
+            return 0  # no noise figure: the threshold alone
 
     # ------------------------------------------------------------ stages
 

@@ -45,6 +45,22 @@ def test_tune_stops_a_run_whose_best_is_three_grace_periods_old_unless_told() ->
     assert patience(layout.EarlyStop("none"), "--steps", "120") is None
 
 
+def test_a_refine_round_must_beat_the_noise_of_a_small_validation_split(tmp_path) -> None:  # noqa: ANN001
+    """One photo more of 57 is no finding: a round must add one standard error of the best's
+    top-1 there (0.057 at 0.75); on 10,000 images the threshold (0.01) is the larger."""
+    assert tune.noise_of(0.75, 57) == pytest.approx(0.0574, abs=1e-4)
+    assert tune.noise_of(1.0, 57) == 0.0
+    data = str(tmp_path / "data")
+    write_dataset(data, train_per_class=2, val_per_class=19)  # 3 classes: 57 validation images
+    tuner = tune.Tuner(SweepSpec("s", data, str(tmp_path / "o"), (), ()), None, tune.Options())
+    needed, why = tuner.needed_gain({"top1": 0.75})
+    assert needed == pytest.approx(0.0574, abs=1e-4)
+    assert why == ("the noise of a top-1 of 0.7500 on 57 validation images (0.0574, one "
+                   "standard error)")  # fmt: skip
+    assert tuner.needed_gain({"top1": 1.0}) == (0.01, "the threshold 0.01")
+    assert tuner.needed_gain(None) == (0.01, "the threshold 0.01")
+
+
 def test_a_budget_keeps_the_lrs_nearest_the_middle() -> None:
     lrs = [0.1, 0.01, 0.001, 0.0001, 1e-05]
     assert tune._nearest_first(lrs, 3) == [0.01, 0.001, 0.0001]

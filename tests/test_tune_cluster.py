@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import time
 
 import pytest
@@ -339,7 +340,11 @@ def test_the_tuner_pod_runs_every_stage_into_sweep_json(
     found = lr_range.LrFind.load(f"{out}/{layout.LR_FIND_DIR}")
     assert stages["lr-find"].lrs == [found.lr]
     assert stages["coarse"].lrs == tune.coarse_grid(found.lr, found.stopped.lr)
-    assert stages["refine-1"].ended == "1 refine rounds ran (--max-rounds)"
+    # +0.06 is within the noise of a top-1 on the dataset's 3 validation images: tuning ends.
+    ended = stages["refine-1"].ended
+    assert re.fullmatch(r"refine-1 improved the best top-1 by \+0\.0\d+, less than the noise of "
+                        r"a top-1 of 0\.\d+ on 3 validation images \(0\.2\d+, one standard "
+                        r"error\)", ended), ended  # fmt: skip
     assert sweep.run_names() == stages["coarse"].runs + stages["refine-1"].runs
     best = stages["refine-1"].best
     assert best == tune.best_of(sweep_dir) and best["top1"] >= stages["coarse"].best["top1"]
@@ -377,7 +382,7 @@ def test_the_tuner_pod_runs_every_stage_into_sweep_json(
     caplog.clear()
     code, _, stderr = launcher(*pod_command)
     assert code == 0, stderr
-    assert "tune: already done (1 refine rounds ran (--max-rounds))" in caplog.text
+    assert f"tune: already done ({ended})" in caplog.text
     assert snapshot(cluster) == before
 
     code, stdout, stderr = launcher("status", "--sweep", out, "--backend", "kubernetes")

@@ -169,8 +169,8 @@ def tune_parser() -> ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--threshold", type=non_negative_float, metavar="TOP1",
-        help="stop when a refine round improves the best top-1 by less (tuner.threshold; "
-        "default 0.01)",
+        help="stop when a refine round improves the best top-1 by less, or by less than one "
+        "standard error of that top-1 on the validation split (tuner.threshold; default 0.01)",
     )  # fmt: skip
     p.add_argument(
         "--max-rounds", type=int_between(0, 20, "refine rounds"), metavar="N",

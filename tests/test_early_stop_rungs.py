@@ -62,6 +62,22 @@ def finished_run(sweep: layout.SweepDir, name: str, data: str, top1: float, loss
     run.save_complete({"final_step": STEPS})
 
 
+def pause_past_rung_3(data: str, run: layout.RunDir, log: str) -> int:
+    """Train the run until it went on at rung 3, then SIGTERM it (it checkpoints and exits 0);
+    the step it paused at, between the rungs, with no verdict on record."""
+    proc = start_trainer(data, run.uri, *FLAGS, log_path=log)
+    try:
+        wait_for(lambda: f"rung step 3: {run.name} goes on" in _read(log), 300,
+                 "the rung verdict", proc)  # fmt: skip
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, _read(log)
+    finally:
+        proc.kill()
+    paused = run.latest_checkpoint_step()
+    assert paused is not None and 3 < paused < 9 and not os.path.exists(run.stop_uri)
+    return paused
+
+
 def test_a_run_first_at_its_rungs_scores_itself_and_goes_on(data: str, tmp_path) -> None:  # noqa: ANN001
     sweep = make_sweep(str(tmp_path / "sweep"), data, "a")
     run = sweep.run("a")
@@ -225,16 +241,7 @@ def test_a_run_that_went_on_first_is_judged_again_once_the_others_reach_the_rung
     SIGTERM), it stops without waiting for rung 9: the order runs reach a rung in is chance."""
     sweep = make_sweep(str(tmp_path / "sweep"), data, "first", "b", "c")
     run = sweep.run("first")
-    log = str(tmp_path / "first.log")
-    proc = start_trainer(data, run.uri, *FLAGS, log_path=log)
-    try:
-        wait_for(lambda: "rung step 3: first goes on" in _read(log), 300, "the rung verdict", proc)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0, _read(log)
-    finally:
-        proc.kill()
-    paused = run.latest_checkpoint_step()
-    assert paused is not None and 3 < paused < 9 and not os.path.exists(run.stop_uri)
+    paused = pause_past_rung_3(data, run, str(tmp_path / "first.log"))
     finished_run(sweep, "b", data, top1=1.0, loss=0.01)
     finished_run(sweep, "c", data, top1=1.0, loss=0.02)
     again = run_trainer(data, run.uri, *FLAGS, timeout=300)
@@ -259,16 +266,7 @@ def test_a_run_whose_best_is_patience_steps_old_stops_between_rungs(
     run = sweep.run("a")
     results.record(run.eval_dir, {"step": 1, "checkpoint": "ckpt-1", "top1": 1.0, "loss": 0.0,
                                   "scored_by": "evaluator"})  # fmt: skip
-    log = str(tmp_path / "a.log")
-    proc = start_trainer(data, run.uri, *FLAGS, log_path=log)
-    try:
-        wait_for(lambda: "rung step 3: a goes on" in _read(log), 300, "the rung verdict", proc)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0, _read(log)
-    finally:
-        proc.kill()
-    paused = run.latest_checkpoint_step()
-    assert paused is not None and 3 < paused < 9 and not os.path.exists(run.stop_uri)
+    paused = pause_past_rung_3(data, run, str(tmp_path / "a.log"))
     results.record(run.eval_dir, {"step": paused, "checkpoint": f"ckpt-{paused}", "top1": 0.5,
                                   "loss": 1.0, "scored_by": "evaluator"})  # fmt: skip
     again = run_trainer(data, run.uri, *FLAGS, timeout=300)

@@ -124,6 +124,11 @@ def selector(sweep: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": sweep}
 
 
+def component_selector(sweep: str, component: str) -> dict[str, str]:
+    """The labels of one component's objects of the sweep (its trainer Jobs, its tuner...)."""
+    return {**selector(sweep), "app.kubernetes.io/component": component}
+
+
 def labels(sweep: str, component: str, lr: float | None = None) -> dict[str, str]:
     """The recommended app.kubernetes.io labels, plus the sweep and, for a run, its lr."""
     out = {

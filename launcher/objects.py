@@ -216,7 +216,7 @@ class Renderer:
                 "clusterIP": "None",
                 "publishNotReadyAddresses": True,
                 "selector": {
-                    **_component_selector(spec.name, "trainer"),
+                    **names.component_selector(spec.name, "trainer"),
                     names.RUN_LABEL: names.labels(spec.name, "trainer", lr)[names.RUN_LABEL],
                 },
                 "ports": [
@@ -279,7 +279,7 @@ class Renderer:
             ),
             "spec": {
                 "type": "ClusterIP",
-                "selector": _component_selector(spec.name, "tensorboard"),
+                "selector": names.component_selector(spec.name, "tensorboard"),
                 "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
             },
         }
@@ -578,7 +578,7 @@ class Renderer:
                 "replicas": 1,
                 # Never two evaluators (or two TensorBoards) on one sweep, even for a moment.
                 "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": _component_selector(sweep, component)},
+                "selector": {"matchLabels": names.component_selector(sweep, component)},
                 "template": {"metadata": {"labels": labels}, "spec": pod},
             },
         }
@@ -626,10 +626,6 @@ def worker_hosts(job: str) -> str:
     """The trainer's --worker-hosts for the pods of an Indexed Job behind its headless Service
     of the same name: worker i is <job>-<i>.<job> (hostname.subdomain) on WORKER_PORT."""
     return f"{job}-{{index}}.{job}:{WORKER_PORT}"
-
-
-def _component_selector(sweep: str, component: str) -> dict[str, str]:
-    return {**names.selector(sweep), "app.kubernetes.io/component": component}
 
 
 def _number(value: float) -> str:

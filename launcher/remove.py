@@ -54,7 +54,7 @@ def delete_sweep(cluster: Cluster, sweep: str, sleep: Callable[[float], None] = 
 
 
 def _wait_for_tuner_pods(cluster: Cluster, sweep: str, sleep: Callable[[float], None]) -> None:
-    selector = {**names.selector(sweep), "app.kubernetes.io/component": "tuner"}
+    selector = names.component_selector(sweep, "tuner")
     waited = 0.0
     while cluster.list("v1", "Pod", selector):
         if waited >= TUNER_STOP_S:

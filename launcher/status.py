@@ -272,7 +272,7 @@ def _join(*parts: Any) -> str:
 
 def cluster_states(cluster: Any, sweep: str) -> dict[str, tuple[str, str]]:
     """run name -> (its Job's state, its workers' state), for every trainer Job of the sweep."""
-    selector = {**names.selector(sweep), "app.kubernetes.io/component": "trainer"}
+    selector = names.component_selector(sweep, "trainer")
     jobs = cluster.list("batch/v1", "Job", selector)
     pods = cluster.list("v1", "Pod", selector)
     states = {}
@@ -296,7 +296,7 @@ def tuner_lines(cluster: Any, sweep: str) -> list[str]:
         job = cluster.get("batch/v1", "Job", job_name)
         if job is None:
             continue
-        selector = {**names.selector(sweep), "app.kubernetes.io/component": component}
+        selector = names.component_selector(sweep, component)
         pods = [p for p in cluster.list("v1", "Pod", selector) if _pod_job(p) == job_name]
         pods.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
         lines.append(f"{component} Job {job_name}: {job_state(job, pods)}")

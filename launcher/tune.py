@@ -173,7 +173,7 @@ class Tuner:
     """The stages over one sweep directory (see the module's docstring)."""
 
     def __init__(self, base: SweepSpec, runner: StageRunner, options: Options) -> None:
-        self.base, self.runner, self.options = base, runner, options
+        self.base, self.runner, self.options = with_patience(base), runner, options
         self.sweep_dir = base.sweep_dir
         self.lr_dir = storage.join(base.out, layout.LR_FIND_DIR)
 
@@ -404,11 +404,10 @@ def tune_main(args: argparse.Namespace) -> int:
         from launcher import tune_cluster
 
         if in_cluster:
-            return tune_cluster.tune_in_cluster(args, values, with_patience(spec), options)
-        # The Job carries the rule as given (as the chart renders it); its pod, like start's
-        # sweep.json, adds the same default patience.
+            return tune_cluster.tune_in_cluster(args, values, spec, options)
+        # The Job carries the rule as given (as the chart renders it); its pod's Tuner, like
+        # start's sweep.json, adds the same default patience.
         return tune_cluster.start(args, given, spec, options)
-    spec = with_patience(spec)
     launch.check_bucket(spec)
     runner = LocalRunner(args, spec.data)
     if args.dry_run:

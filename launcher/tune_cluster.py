@@ -221,7 +221,7 @@ class ClusterRunner:
         return failed
 
     def trainer_jobs(self, sweep: str) -> dict[str, Obj]:
-        selector = {**names.selector(sweep), "app.kubernetes.io/component": "trainer"}
+        selector = names.component_selector(sweep, "trainer")
         return {j["metadata"]["name"]: j for j in self.cluster.list("batch/v1", "Job", selector)}
 
 

@@ -59,6 +59,10 @@ def test_a_refine_round_must_beat_the_noise_of_a_small_validation_split(tmp_path
                    "standard error)")  # fmt: skip
     assert tuner.needed_gain({"top1": 1.0}) == (0.01, "the threshold 0.01")
     assert tuner.needed_gain(None) == (0.01, "the threshold 0.01")
+    # No readable dataset.json (moved away meanwhile): the threshold alone, no failure.
+    gone = tune.Tuner(SweepSpec("s", str(tmp_path / "gone"), str(tmp_path / "o"), (), ()), None,
+                      tune.Options())  # fmt: skip
+    assert gone.needed_gain({"top1": 0.75}) == (0.01, "the threshold 0.01")
 
 
 def test_a_budget_keeps_the_lrs_nearest_the_middle() -> None:

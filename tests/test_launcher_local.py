@@ -6,7 +6,7 @@ run the same command again and SIGKILL that launcher (its children end with it),
 (the stopped runs resume; its evaluator, killed, is restarted; a second launcher on the same
 --out adds an lr and leaves the training to the first, --parallel holding across both; both
 exit 0 once the sweep is finished and every run scored, the leaderboard printed), and once
-more (nothing is retrained). Tiny runs: 75-pixel images, random weights, the head only, 4
+more (nothing is retrained). Tiny runs: 75-pixel images, random weights, the head only, 40
 steps.
 """
 
@@ -28,8 +28,11 @@ from tests.trainer_testdata import REPO, write_dataset
 pytest.importorskip("tensorflow")
 
 LRS = "0.1,0.01,0.001"
-FLAGS = ["--steps", "4", "--batch-size", "4", "--image-size", "75", "--weights", "none",
-         "--fine-tune", "head", "--checkpoint-every", "2"]  # fmt: skip
+# Steps are cheap next to checkpoints and their scoring: 20 steps after the first checkpoint
+# keep every run unfinished when Ctrl-C reaches it, however fast the machine (with 4 steps, a
+# CI machine once finished all three runs between the first checkpoint and the signal).
+FLAGS = ["--steps", "40", "--batch-size", "4", "--image-size", "75", "--weights", "none",
+         "--fine-tune", "head", "--checkpoint-every", "20"]  # fmt: skip
 
 
 def command(data: str, out: str, *extra: str, lrs: str = LRS) -> list[str]:
@@ -163,7 +166,7 @@ def test_stop_resume_finish_and_rerun(data: str, tmp_path) -> None:  # noqa: ANN
     assert f"TensorBoard: tensorboard --logdir {out}" in done.stdout
     assert f"leaderboard of {out}:" in second_out
     board = sweep_dir.leaderboard()
-    assert {row["run"]: row["last_step"] for row in board["runs"]} == dict.fromkeys(names, 4)
+    assert {row["run"]: row["last_step"] for row in board["runs"]} == dict.fromkeys(names, 40)
 
     # 3. Once more: nothing is retrained.
     again = run(command(data, out))
@@ -175,7 +178,7 @@ def test_stop_resume_finish_and_rerun(data: str, tmp_path) -> None:  # noqa: ANN
     # status reads the same from the bucket.
     status = run([sys.executable, "-m", "launcher", "status", "--sweep", out])
     assert status.returncode == 0, status.stderr
-    assert status.stdout.count("complete") >= 3 and "4/4" in status.stdout
+    assert status.stdout.count("complete") >= 3 and "40/40" in status.stdout
 
 
 def test_a_failing_run_is_reported(data: str, tmp_path) -> None:  # noqa: ANN001

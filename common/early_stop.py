@@ -66,8 +66,19 @@ class Score(NamedTuple):
 
     @property
     def key(self) -> tuple[float, float]:
-        """The order of results: higher top-1, then lower loss (an unknown loss is worst)."""
-        return (self.top1, -(self.loss if self.loss is not None else math.inf))
+        """The order of results: higher top-1, then lower loss (an unknown or NaN loss is
+        worst). Early stopping, the evaluator's best checkpoint of a run and the leaderboard's
+        ranking all use it, so they never disagree on which result is best."""
+        known = self.loss is not None and not math.isnan(self.loss)
+        return (self.top1, -(self.loss if known else math.inf))
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> Score:
+        """A scored results-store entry (common.results) as a Score; a loss that is not a
+        number is unknown."""
+        loss, train_loss = (entry.get(k) if _is_number(entry.get(k)) else None
+                            for k in ("loss", "train_loss"))  # fmt: skip
+        return cls(entry["step"], entry["top1"], loss, train_loss)
 
 
 Point = Score  # the older name, (step, top-1), still accepted everywhere
@@ -75,13 +86,7 @@ Point = Score  # the older name, (step, top-1), still accepted everywhere
 
 def scores_of(entries: Iterable[dict[str, Any]]) -> list[Score]:
     """A results store's scored entries (common.results) as a history sorted by step."""
-    history = []
-    for e in entries:
-        if isinstance(e.get("top1"), (int, float)):
-            loss, train_loss = (e.get(k) if _is_number(e.get(k)) else None
-                                for k in ("loss", "train_loss"))  # fmt: skip
-            history.append(Score(e["step"], e["top1"], loss, train_loss))
-    return sorted(history)
+    return sorted(Score.of(e) for e in entries if isinstance(e.get("top1"), (int, float)))
 
 
 @dataclasses.dataclass(frozen=True)

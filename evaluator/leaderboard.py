@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 from common import storage
+from common.early_stop import Score
 from common.layout import RunDir
 from evaluator.ledger import Ledger
 
@@ -43,10 +44,17 @@ def rank(
                 "hparams": {k: hparams[k] for k in _SHOWN_HPARAMS if k in hparams},
             }
         )
-    rows.sort(key=lambda r: (-r["best_top1"], r["best_loss"], r["run"]))
+    rows.sort(key=_order)
     for position, row in enumerate(rows, start=1):
         row["rank"] = position
     return rows
+
+
+def _order(row: dict) -> tuple[float, float, str]:
+    """Best first in Score.key's order (the one early stopping and each run's best use), then
+    by name."""
+    top1, negative_loss = Score(row["best_step"], row["best_top1"], row["best_loss"]).key
+    return (-top1, -negative_loss, row["run"])
 
 
 def read(uri: str) -> dict:

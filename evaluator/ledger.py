@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from common import results
+from common.early_stop import Score
 
 log = logging.getLogger("evaluator")
 
@@ -30,9 +31,11 @@ class Ledger:
         return sorted((e for e in self.entries if "top1" in e), key=lambda e: e["step"])
 
     def best(self) -> dict | None:
-        """The entry with the highest top-1; on a tie the earlier step."""
-        scored = self.scored()
-        return max(scored, key=lambda e: (e["top1"], -e["step"])) if scored else None
+        """The best entry in Score.key's order (higher top-1, then lower loss, as early
+        stopping judges it); on an exact tie the earlier step. It is the run's row on the
+        leaderboard and, for the best run, the checkpoint exported."""
+        scored = self.scored()  # oldest first: max keeps the first of equals
+        return max(scored, key=lambda e: Score.of(e).key) if scored else None
 
     def refresh(self) -> list[dict]:
         """Entries others recorded since this ledger last looked (one listing); the view is

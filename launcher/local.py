@@ -631,6 +631,7 @@ def print_leaderboard(sweep_dir: layout.SweepDir) -> None:
     from launcher.status import bucket_rows, table
 
     rows = bucket_rows(sweep_dir)
-    ranked = sorted(rows, key=lambda r: (r.best_top1 is None, -(r.best_top1 or 0.0), r.run))
+    # The evaluator's order (a top-1 tie goes to the lower loss), unscored runs last.
+    ranked = sorted(rows, key=lambda r: (r.rank is None, r.rank or 0, r.run))
     print(f"leaderboard of {sweep_dir.uri}:")
     print(table(ranked))

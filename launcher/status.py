@@ -42,6 +42,7 @@ class Row:
     best_step: int | None = None
     complete: bool = False
     best: bool = False
+    rank: int | None = None  # the evaluator's, on leaderboard.json
     lag: str = ""  # checkpoints waiting for the evaluator, and the oldest one's age
     why: str = ""  # why the run was stopped early
     workers: str = ""  # a run of several workers: how many run now (cluster only)
@@ -92,6 +93,7 @@ def bucket_rows(sweep_dir: layout.SweepDir) -> list[Row]:
                 best_step=entry.get("best_step"),
                 complete=complete is not None,
                 best=entry.get("rank") == 1,
+                rank=entry.get("rank"),
                 lag=_lag(lags.get(name)),
                 why=_why(stopped),
             )

@@ -166,3 +166,21 @@ def test_the_trainer_refuses_wrong_shaped_hparams_in_one_sentence(
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "hparams.json" in lines[0], err
+
+
+def test_the_printed_leaderboard_follows_the_evaluators_ranking(tmp_path, capsys) -> None:  # noqa: ANN001
+    """A top-1 tie is the evaluator's to break (the lower loss): the row marked best is the
+    first printed, whatever the names; unscored runs come last."""
+    from launcher.local import print_leaderboard
+
+    candidates = [{"run": f"lr-{lr}", "lr": lr} for lr in (0.1, 0.01, 0.001)]
+    tie = {"best_top1": 0.75, "best_step": 10}
+    out = _sweep(tmp_path, **{
+        "sweep.json": {**GOOD_SWEEP, "candidates": candidates},
+        "leaderboard.json": {"runs": [{**tie, "run": "lr-0.1", "rank": 1, "best_loss": 0.4},
+                                      {**tie, "run": "lr-0.01", "rank": 2, "best_loss": 0.9}]},
+    })  # fmt: skip
+    print_leaderboard(layout.SweepDir(out))
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [row.split()[0] for row in rows] == ["*", "lr-0.01", "lr-0.001"]
+    assert rows[0].split()[1] == "lr-0.1"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 
-from common import storage
+from common import early_stop, layout, storage
+from evaluator import leaderboard
 from evaluator.ledger import Ledger
 
 
@@ -61,3 +63,34 @@ def test_a_torn_last_line_is_ignored_and_older_results_are_read(tmp_path) -> Non
     assert sorted(ledger.steps) == [10, 20]
     ledger.record(entry(30))
     assert sorted(Ledger(str(eval_dir)).steps) == [10, 20, 30]
+
+
+def scored(eval_dir: str, *results: tuple[int, float, float]) -> Ledger:
+    ledger = Ledger(eval_dir)
+    for step, top1, loss in results:
+        ledger.record({"step": step, "top1": top1, "loss": loss, "checkpoint": f"ckpt-{step}"})
+    return ledger
+
+
+def test_a_runs_best_is_the_one_early_stopping_names(tmp_path) -> None:  # noqa: ANN001
+    """On a top-1 tie the lower validation loss wins, then the earlier step: the step the
+    leaderboard shows (and exports) is the one a patience verdict calls the run's best."""
+    ledger = scored(str(tmp_path / "eval"), (10, 0.75, 0.90), (20, 0.75, 0.87), (30, 0.75, 0.87),
+                    (40, 0.70, 0.10), (50, 0.75, math.nan), (90, 0.60, 1.20))  # fmt: skip
+    assert ledger.best()["step"] == 20
+    rule = layout.EarlyStop("asha", grace=10, eta=3, patience=60)
+    history = early_stop.scores_of(ledger.scored())
+    (stop,) = early_stop.decide(rule, {"a": history, "b": [(90, 0.9)]}, {"a"}, 100)
+    assert stop.figures["best_step"] == 20 and "at step 20 has not improved" in stop.reason
+
+
+def test_the_leaderboard_ranks_a_top1_tie_by_loss_and_an_unknown_loss_last(tmp_path) -> None:  # noqa: ANN001
+    runs = []
+    for name, loss in (("nan", math.nan), ("high", 0.9), ("low", 0.4), ("none", None)):
+        run = layout.RunDir(str(tmp_path / name))
+        ledger = Ledger(run.eval_dir)
+        ledger.record({"step": 5, "top1": 0.8, "loss": loss, "checkpoint": "ckpt-5"})
+        runs.append((run, ledger, {}))
+    rows = leaderboard.rank(runs)
+    assert [r["run"] for r in rows] == ["low", "high", "nan", "none"]  # unknowns: by name
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4]

@@ -184,8 +184,10 @@ def test_watch_picks_up_late_runs_serves_metrics_and_exits_when_all_are_done(tmp
         assert metrics[("finetune_eval_last_step", "early")] == 30
         assert metrics[("finetune_eval_top1_accuracy", "early")] == pytest.approx(last["top1"])
         assert metrics[("finetune_eval_loss", "early")] == pytest.approx(last["loss"])
-        best = max(results(early), key=lambda e: (e["top1"], -e["step"]))
+        # The best: top-1, then the lower loss, then the earlier step (results.jsonl is by step).
+        best = max(results(early), key=lambda e: (e["top1"], -e["loss"]))
         assert metrics[("finetune_eval_best_top1_accuracy", "early")] == pytest.approx(best["top1"])
+        assert metrics[("finetune_eval_best_step", "early")] == best["step"]
         assert metrics[("finetune_eval_checkpoints_total", "early")] == 3
 
         # Neither run is complete and sweep.json promises "late": still watching.

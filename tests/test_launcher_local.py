@@ -6,7 +6,7 @@ run the same command again and SIGKILL that launcher (its children end with it),
 (the stopped runs resume; its evaluator, killed, is restarted; a second launcher on the same
 --out adds an lr and leaves the training to the first, --parallel holding across both; both
 exit 0 once the sweep is finished and every run scored, the leaderboard printed), and once
-more (nothing is retrained). Tiny runs: 75-pixel images, random weights, the head only, 40
+more (nothing is retrained). Tiny runs: 75-pixel images, random weights, the head only, 16
 steps.
 """
 
@@ -28,11 +28,10 @@ from tests.trainer_testdata import REPO, write_dataset
 pytest.importorskip("tensorflow")
 
 LRS = "0.1,0.01,0.001"
-# Steps are cheap next to checkpoints and their scoring: 20 steps after the first checkpoint
-# keep every run unfinished when Ctrl-C reaches it, however fast the machine (with 4 steps, a
-# CI machine once finished all three runs between the first checkpoint and the signal).
-FLAGS = ["--steps", "40", "--batch-size", "4", "--image-size", "75", "--weights", "none",
-         "--fine-tune", "head", "--checkpoint-every", "20"]  # fmt: skip
+# 8 steps between the first checkpoint and the end, so Ctrl-C finds the runs unfinished (with
+# 2, CI once saw all three finish first: the head alone steps in about 0.04 s).
+FLAGS = ["--steps", "16", "--batch-size", "4", "--image-size", "75", "--weights", "none",
+         "--fine-tune", "head", "--checkpoint-every", "8"]  # fmt: skip
 
 
 def command(data: str, out: str, *extra: str, lrs: str = LRS) -> list[str]:
@@ -92,7 +91,7 @@ def test_stop_resume_finish_and_rerun(data: str, tmp_path) -> None:  # noqa: ANN
     while not glob.glob(os.path.join(out, "runs", "*", "checkpoints", "ckpt-*.index")):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
-        time.sleep(0.5)
+        time.sleep(0.1)
     # The evaluator, sharing the cores with every trainer, comes first for the CPU.
     trainers, evaluators = _children(out, "trainer"), _children(out, "evaluator")
     assert trainers and len(evaluators) == 1
@@ -166,7 +165,7 @@ def test_stop_resume_finish_and_rerun(data: str, tmp_path) -> None:  # noqa: ANN
     assert f"TensorBoard: tensorboard --logdir {out}" in done.stdout
     assert f"leaderboard of {out}:" in second_out
     board = sweep_dir.leaderboard()
-    assert {row["run"]: row["last_step"] for row in board["runs"]} == dict.fromkeys(names, 40)
+    assert {row["run"]: row["last_step"] for row in board["runs"]} == dict.fromkeys(names, 16)
 
     # 3. Once more: nothing is retrained.
     again = run(command(data, out))
@@ -178,7 +177,7 @@ def test_stop_resume_finish_and_rerun(data: str, tmp_path) -> None:  # noqa: ANN
     # status reads the same from the bucket.
     status = run([sys.executable, "-m", "launcher", "status", "--sweep", out])
     assert status.returncode == 0, status.stderr
-    assert status.stdout.count("complete") >= 3 and "40/40" in status.stdout
+    assert status.stdout.count("complete") >= 3 and "16/16" in status.stdout
 
 
 def test_a_failing_run_is_reported(data: str, tmp_path) -> None:  # noqa: ANN001

@@ -28,8 +28,7 @@ from tests.trainer_testdata import REPO, write_dataset
 pytest.importorskip("tensorflow")
 
 LRS = "0.1,0.01,0.001"
-# 8 steps between the first checkpoint and the end, so Ctrl-C finds the runs unfinished (with
-# 2, CI once saw all three finish first: the head alone steps in about 0.04 s).
+# The head alone steps in about 0.04 s: 8 steps between the first checkpoint and the end.
 FLAGS = ["--steps", "16", "--batch-size", "4", "--image-size", "75", "--weights", "none",
          "--fine-tune", "head", "--checkpoint-every", "8"]  # fmt: skip
 
@@ -79,6 +78,14 @@ def _children(out: str, app: str) -> list[int]:
     return pids
 
 
+def _sigint_pending(pid: int) -> bool:
+    """Whether a SIGINT waits for the (stopped) process: /proc's pending-signal masks."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+    return bool(pending & (1 << (signal.SIGINT - 1)))
+
+
 def test_stop_resume_finish_and_rerun(data: str, tmp_path) -> None:  # noqa: ANN001
     out = str(tmp_path / "sweeps" / "colours")
     sweep_dir = layout.SweepDir(out)
@@ -92,13 +99,21 @@ def test_stop_resume_finish_and_rerun(data: str, tmp_path) -> None:  # noqa: ANN
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
         time.sleep(0.1)
-    # The evaluator, sharing the cores with every trainer, comes first for the CPU.
+    # Frozen where they are, the trainers cannot finish before the launcher's SIGINT reaches
+    # them, however fast the machine (CI once saw all three 4-step runs finish first).
     trainers, evaluators = _children(out, "trainer"), _children(out, "evaluator")
     assert trainers and len(evaluators) == 1
+    for pid in trainers:
+        os.kill(pid, signal.SIGSTOP)
+    # The evaluator, sharing the cores with every trainer, comes first for the CPU.
     evaluator_niceness = os.getpriority(os.PRIO_PROCESS, evaluators[0])
     for pid in trainers:  # Linux clamps niceness at 19
         assert os.getpriority(os.PRIO_PROCESS, pid) == min(evaluator_niceness + 10, 19)
     proc.send_signal(signal.SIGINT)
+    wait_until(lambda: all(_sigint_pending(pid) for pid in trainers), 60,
+               "the launcher's SIGINT to every trainer", proc)  # fmt: skip
+    for pid in trainers:
+        os.kill(pid, signal.SIGCONT)  # each stops after the step it was in
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr
     assert "stopped; the same command resumes the sweep" in stderr

@@ -41,11 +41,14 @@ class Row:
     best_top1: float | None = None
     best_step: int | None = None
     complete: bool = False
-    best: bool = False
     rank: int | None = None  # the evaluator's, on leaderboard.json
     lag: str = ""  # checkpoints waiting for the evaluator, and the oldest one's age
     why: str = ""  # why the run was stopped early
     workers: str = ""  # a run of several workers: how many run now (cluster only)
+
+    @property
+    def best(self) -> bool:
+        return self.rank == 1
 
 
 def bucket_rows(sweep_dir: layout.SweepDir) -> list[Row]:
@@ -92,7 +95,6 @@ def bucket_rows(sweep_dir: layout.SweepDir) -> list[Row]:
                 best_top1=entry.get("best_top1"),
                 best_step=entry.get("best_step"),
                 complete=complete is not None,
-                best=entry.get("rank") == 1,
                 rank=entry.get("rank"),
                 lag=_lag(lags.get(name)),
                 why=_why(stopped),

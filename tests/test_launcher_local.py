@@ -12,6 +12,7 @@ steps.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import signal
@@ -105,15 +106,18 @@ def test_stop_resume_finish_and_rerun(data: str, tmp_path) -> None:  # noqa: ANN
     assert trainers and len(evaluators) == 1
     for pid in trainers:
         os.kill(pid, signal.SIGSTOP)
-    # The evaluator, sharing the cores with every trainer, comes first for the CPU.
-    evaluator_niceness = os.getpriority(os.PRIO_PROCESS, evaluators[0])
-    for pid in trainers:  # Linux clamps niceness at 19
-        assert os.getpriority(os.PRIO_PROCESS, pid) == min(evaluator_niceness + 10, 19)
-    proc.send_signal(signal.SIGINT)
-    wait_until(lambda: all(_sigint_pending(pid) for pid in trainers), 60,
-               "the launcher's SIGINT to every trainer", proc)  # fmt: skip
-    for pid in trainers:
-        os.kill(pid, signal.SIGCONT)  # each stops after the step it was in
+    try:
+        # The evaluator, sharing the cores with every trainer, comes first for the CPU.
+        evaluator_niceness = os.getpriority(os.PRIO_PROCESS, evaluators[0])
+        for pid in trainers:  # Linux clamps niceness at 19
+            assert os.getpriority(os.PRIO_PROCESS, pid) == min(evaluator_niceness + 10, 19)
+        proc.send_signal(signal.SIGINT)
+        wait_until(lambda: all(_sigint_pending(pid) for pid in trainers), 60,
+                   "the launcher's SIGINT to every trainer", proc)  # fmt: skip
+    finally:
+        for pid in trainers:  # each stops after the step it was in
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr
     assert "stopped; the same command resumes the sweep" in stderr
